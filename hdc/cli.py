@@ -1,0 +1,150 @@
+"""The `hdc` command. Each command parses its options and calls one library function.
+
+Data goes to stdout; logs and progress to stderr. Exit codes: 0 success, 1 the command ran
+but failed (bad data, errors in a batch), 2 it was called wrongly (a bad flag, a missing file).
+Nothing here imports torch, so a runtime-only install can predict, evaluate and inspect bundles.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import HdcError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+MODEL = click.argument("model", type=click.Path(exists=True))
+
+
+class Group(click.Group):
+    """Turns HdcError into a one-line message and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HdcError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _threads(f):
+    return click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads; 0 lets the backend choose.")(f)
+
+
+def _columns(f):
+    f = click.option("--label-column", default="label", help="Label column of CSV/TSV or field of JSONL.")(f)
+    return click.option("--text-column", default="text", help="Text column of CSV/TSV or field of JSONL.")(f)
+
+
+def _batch_tokens(f):
+    f = click.option("--block-tokens", type=click.IntRange(min=256), default=65536, help="Long documents are streamed in blocks of this many tokens.")(f)
+    return click.option("--batch-tokens", type=click.IntRange(min=256), default=32768, help="Short documents are batched up to this many tokens.")(f)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="hdc")
+def cli():
+    """hdc: a hierarchical document classifier for documents of any length.
+
+    \b
+    Typical use:
+      hdc train --config configs/news.yaml --train train.jsonl --valid valid.jsonl --out runs/news
+      hdc evaluate runs/news test.jsonl --report reports/news
+      hdc predict runs/news docs/ > predictions.jsonl
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config; without it, the built-in defaults (as in configs/default.yaml).")
+@click.option("--train", "train_path", type=click.Path(exists=True), required=True, help="Training data: .jsonl, .csv, .tsv or a folder per class.")
+@click.option("--valid", "valid_path", type=click.Path(exists=True), help="Validation data; default: a stratified share of --train (data.valid_fraction).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set train.max_epochs=3 (repeatable).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False), help="Word vectors (fastText .vec or GloVe text) to initialise token embeddings.")
+@click.option("--text-column", default=None, help="Text column/field; overrides data.text_column.")
+@click.option("--label-column", default=None, help="Label column/field; overrides data.label_column.")
+@click.option("--devices", type=click.IntRange(min=1), default=None, help="Processes per node (train.devices).")
+@click.option("--num-nodes", type=click.IntRange(min=1), default=None, help="Machines (train.num_nodes).")
+@click.option("--strategy", default=None, help="Lightning strategy, e.g. ddp or ddp_spawn (train.strategy).")
+def train(config_path, train_path, valid_path, out, overrides, resume, embeddings, text_column, label_column, devices, num_nodes, strategy):
+    """Train a model on labelled documents and write a run directory.
+
+    The run directory holds checkpoints/best.ckpt (best validation macro-F1),
+    checkpoints/last.ckpt, tokenizer.json, config.yaml, labels.json and logs/metrics.csv.
+    """
+    from .config import load_config
+    from .train import train as run
+
+    flags = {
+        "data.text_column": text_column, "data.label_column": label_column,
+        "train.devices": devices, "train.num_nodes": num_nodes, "train.strategy": strategy,
+    }
+    overrides = tuple(overrides) + tuple(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)
+    config = load_config(config_path, overrides)
+    summary = run(config, train_path, valid_path, out, embeddings=embeddings, resume=resume, overrides=overrides)
+    click.echo(json.dumps(summary, indent=1))
+
+
+@cli.command(context_settings=CONTEXT)
+@MODEL
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--report", type=click.Path(file_okay=False), help="Write report.json and confusion.png to this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+@_columns
+@_batch_tokens
+@_threads
+def evaluate(model, data, report, as_json, text_column, label_column, batch_tokens, block_tokens, threads):
+    """Score MODEL (run directory, checkpoint or bundle) on labelled DATA."""
+    from .evaluate import evaluate as run, format_table
+
+    result = run(model, data, report, text_column, label_column, batch_tokens, block_tokens, threads)
+    click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
+
+
+def _shard(ctx, param, value):
+    if value is None:
+        return (0, 1)
+    index, sep, count = value.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise click.BadParameter("expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+@cli.command(context_settings=CONTEXT)
+@MODEL
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels to list.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write JSONL here (atomically) instead of stdout.")
+@click.option("--resume", is_flag=True, help="With --output: skip the documents a killed run already wrote.")
+@click.option("--shard", callback=_shard, metavar="I/N", help="Classify only every N-th input, starting at the I-th.")
+@click.option("--text-field", default="text", help="Text field of .jsonl inputs.")
+@_batch_tokens
+@_threads
+def predict(model, inputs, k, threshold, output, resume, shard, text_field, batch_tokens, block_tokens, threads):
+    """Classify documents: one JSONL record each, printed as its batch finishes.
+
+    INPUT is a file, a folder, a glob, a .jsonl file (one document per line, with an optional
+    "id") or - for stdin (one document per line). An unreadable input gives an error record and
+    the rest still goes through; the exit code is then 1.
+    """
+    from .predict import predict as run
+
+    if resume and not output:
+        raise click.BadParameter("--resume needs --output", param_hint="--resume")
+    ok, errors = run(model, list(inputs), output, k, threshold, batch_tokens, block_tokens, threads, shard, resume, text_field)
+    click.echo(f"predict: {ok + errors} documents, {errors} errors", err=True)
+    if errors:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="hdc")
+
+
+if __name__ == "__main__":
+    main()

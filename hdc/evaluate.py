@@ -1,0 +1,117 @@
+"""`hdc evaluate`: score a model on labelled data, with a report a user can trust."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import Document, check_known_labels, load_examples
+from .errors import HdcError
+from .io import atomic_open, write_atomic
+from .metrics import confusion, decide, scores
+from .predict import load_predictor
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    report: str | Path | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    batch_tokens: int = 32768,
+    block_tokens: int = 65536,
+    threads: int = 0,
+) -> dict:
+    predictor = load_predictor(model, threads)
+    examples = load_examples(data, text_column, label_column)
+    check_known_labels(examples, list(predictor.labels))
+    labels, multilabel = predictor.labels, predictor.info.multilabel
+    index = {label: i for i, label in enumerate(labels)}
+
+    start = time.perf_counter()
+    probabilities = []
+    documents = (Document("id", e.id, text=e.text) for e in examples)
+    for n, (example, outcome) in enumerate(zip(examples, predictor.run(documents, batch_tokens, block_tokens)), 1):
+        if not outcome.ok:
+            raise HdcError(f"{example.where}: {outcome.error}")
+        probabilities.append(outcome.probabilities)
+        if n % 500 == 0:
+            print(f"evaluate: {n}/{len(examples)} documents", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    probabilities = np.stack(probabilities)
+
+    if multilabel:
+        y_true = np.zeros((len(examples), len(labels)), np.int64)
+        for row, e in enumerate(examples):
+            for label in e.label if isinstance(e.label, tuple) else (e.label,):
+                y_true[row, index[label]] = 1
+    else:
+        y_true = np.asarray([index[e.label] for e in examples])
+    y_pred = decide(probabilities, multilabel)
+    result = scores(y_true, y_pred, labels, multilabel)
+    result["seconds"] = round(seconds, 3)
+    result["documents_per_s"] = round(len(examples) / max(seconds, 1e-9), 2)
+    if report is not None:
+        write_report(Path(report), result, y_true, y_pred, labels, multilabel, model, data)
+    return result
+
+
+def write_report(out: Path, result: dict, y_true, y_pred, labels, multilabel: bool, model, data) -> None:
+    """report.json (metrics and confusion counts) and confusion.png. For multi-label data the
+    matrix counts documents with true label i that were given label j."""
+    out.mkdir(parents=True, exist_ok=True)
+    if multilabel:
+        matrix = y_true.T @ y_pred
+    else:
+        matrix = confusion(y_true, y_pred, len(labels))
+    payload = {
+        "model": str(model),
+        "data": str(data),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "labels": list(labels),
+        **result,
+        "confusion": matrix.tolist(),
+    }
+    write_atomic(out / "report.json", json.dumps(payload, indent=1))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 1.5 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f} (n={result['n']})")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j]:
+                dark = matrix[i, j] > matrix.max() / 2
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_open(out / "confusion.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"N            {result['n']}",
+        f"accuracy     {result['accuracy']:.4f}",
+        f"macro-F1     {result['macro_f1']:.4f}",
+        f"micro-F1     {result['micro_f1']:.4f}",
+        "",
+        f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for label, row in result["per_class"].items():
+        lines.append(f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""Classification metrics with scikit-learn, for validation during training and for `hdc evaluate`."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def decide(probabilities: np.ndarray, multilabel: bool, threshold: float = 0.5) -> np.ndarray:
+    """Predictions from probabilities [N, C]: class indices [N], or a 0/1 matrix [N, C]."""
+    if multilabel:
+        return (probabilities >= threshold).astype(np.int64)
+    return probabilities.argmax(-1)
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str] | tuple[str, ...], multilabel: bool) -> dict:
+    """N, accuracy (exact match for multi-label), macro/micro F1 and a per-class table."""
+    kwargs = {} if multilabel else {"labels": list(range(len(labels)))}
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, zero_division=0, **kwargs)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0, **kwargs)),
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0, **kwargs)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+    }
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))

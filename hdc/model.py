@@ -1,0 +1,263 @@
+"""The hierarchical document classifier, in data-flow order: word -> phrase -> sentence -> document.
+
+    tokens ──▶ word level: an encoder inside each phrase, with a CLS slot at its end
+           ──▶ phrase level: attention pooling of the phrases of each sentence
+           ──▶ document level, two paths:
+                 dense:  attention pooling over all sentences (kept as online-softmax statistics)
+                 sparse: HSA; K phrases per learned query, chosen by their CLS landmarks,
+                         then token attention inside each chosen phrase
+           ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
+
+`encode` reads one block of phrases and returns a state whose parts merge exactly across blocks
+(hdc/stream.py): a running top-K per query, online-softmax sums, n-gram sums. `classify` turns a
+(merged) state into logits. `forward` is both at once, for training and short documents.
+
+Shape legend:
+    B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
+    M retrieval queries    K selected phrases per query    C classes    E n-gram width
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+NEG = -1e9  # a finite "minus infinity": masked scores stay finite, so nothing turns into NaN
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over the entries where `mask` is True. A row with no True entry gives zeros."""
+    weights = torch.softmax(scores.masked_fill(~mask, NEG), dim)
+    return weights * mask
+
+
+# The block state: what `encode` returns for a block, and what the streaming driver merges.
+STATE = ("dense_max", "dense_sum", "dense_acc", "top_scores", "top_phrases", "top_states")
+NGRAM_STATE = ("ngram_sum", "ngram_count")
+# What `encode` also returns for inspection: never merged, only mapped back to the text.
+WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
+INPUTS = ("tokens", "phrase_sentence", "sentence_mask", "selectable")
+
+
+@dataclass
+class Attention:
+    """The weights of every level, for one-shot forward(..., return_attention=True)."""
+
+    word: Tensor  # [B, P, T] CLS -> token weight inside each phrase; sums to 1 per phrase
+    phrase: Tensor  # [B, P] weight of each phrase inside its sentence; sums to 1 per sentence
+    sentence: Tensor  # [B, S] dense weight of each sentence; sums to 1 per document
+    chunk_scores: Tensor  # [B, M, P] retrieval score of every phrase, per query
+    selected: Tensor  # [B, M, k] indices of the selected phrases, best first
+    fusion: Tensor  # [B, M, k] weight of each selected phrase in its query's output
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer layer with explicit attention, so its weights can be read out and it
+    exports to ONNX as plain matmuls."""
+
+    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        N, L, D = x.shape  # N sequences of L positions
+        q, k, v = self.qkv(self.norm1(x)).view(N, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, L, L]
+        attention = masked_softmax(scores, mask[:, None, None, :])
+        mixed = (attention @ v).transpose(1, 2).reshape(N, L, D)
+        x = x + self.drop(self.out(mixed))
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return x, attention
+
+
+class AttentionPool(nn.Module):
+    """Scores items with one learned query: score = <norm(x), q> / sqrt(D)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.query = nn.Parameter(torch.randn(d) * 0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x) @ self.query / math.sqrt(x.shape[-1])
+
+
+class HierarchicalClassifier(nn.Module):
+    def __init__(self, config: ModelConfig, num_classes: int):
+        super().__init__()
+        self.config = c = config
+        D, T = c.d_model, c.phrase_tokens
+        embed_dim = c.embed_dim or D
+        # The training curriculum fades the dense path in (hdc/train.py); saved, so a model
+        # stopped early is used as it was trained.
+        self.register_buffer("dense_scale", torch.ones(()))
+
+        # word level
+        self.embed = nn.Embedding(c.vocab_size, embed_dim, padding_idx=0)
+        self.embed_proj = nn.Linear(embed_dim, D) if embed_dim != D else nn.Identity()
+        self.position = nn.Parameter(torch.randn(T, D) * 0.02)
+        self.cls = nn.Parameter(torch.randn(D) * 0.02)
+        self.layers = nn.ModuleList(EncoderLayer(D, c.heads, c.ff_mult, c.dropout) for _ in range(c.layers))
+        self.word_norm = nn.LayerNorm(D)
+        self.drop = nn.Dropout(c.dropout)
+
+        # phrase and sentence levels (dense path)
+        self.phrase_pool = AttentionPool(D)
+        self.sentence_pool = AttentionPool(D)
+
+        # sparse path (HSA)
+        self.landmark = nn.Linear(D, D)
+        self.retrieval = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
+        self.token_kv = nn.Linear(D, 2 * D)
+        self.token_query = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
+        self.sparse_out = nn.Linear(c.queries * D, D)
+
+        # document level and head
+        self.bypass_norm = nn.LayerNorm(D)
+        self.bypass = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
+        self.head_norm = nn.LayerNorm(D)
+        if c.ngram_orders:
+            self.ngram_embed = nn.Embedding(c.ngram_buckets, c.ngram_dim)
+            nn.init.normal_(self.ngram_embed.weight, std=0.02)
+        head_in = D + (c.ngram_dim if c.ngram_orders else 0)
+        self.head = nn.Linear(head_in, num_classes)
+
+    # ----------------------------------------------------------------------------------------
+    # encode: one block of phrases -> mergeable state (+ weights for inspection)
+
+    def encode(self, tokens: Tensor, phrase_sentence: Tensor, sentence_mask: Tensor, selectable: Tensor) -> dict[str, Tensor]:
+        """tokens [B, P, T] (0 = padding), phrase_sentence [B, P] (sentence of each phrase; -1 for
+        padding), sentence_mask [B, S], selectable [B, P] (phrases the sparse path may pick)."""
+        c = self.config
+        B, P, T = tokens.shape
+        D = c.d_model
+
+        # --- word level: tokens -> phrase vectors, token states, word weights
+        token_mask = tokens > 0  # [B, P, T]
+        x = self.embed_proj(self.embed(tokens)) + self.position[:T]  # [B, P, T, D]
+        x = torch.cat([x, self.cls.expand(B, P, 1, D)], dim=2).view(B * P, T + 1, D)
+        mask = torch.cat([token_mask, token_mask.new_ones(B, P, 1)], dim=2).view(B * P, T + 1)
+        x = self.drop(x)
+        for layer in self.layers:
+            x, attention = layer(x, mask)
+        x = self.word_norm(x).view(B, P, T + 1, D)
+        token_states, phrase = x[:, :, :T], x[:, :, T]  # [B, P, T, D], [B, P, D]
+        cls_to_tokens = attention[:, :, T, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
+        word_weights = cls_to_tokens / cls_to_tokens.sum(-1, keepdim=True).clamp_min(1e-12)
+
+        # --- phrase level: phrases -> sentences, pooled inside each sentence
+        S = sentence_mask.shape[1]
+        member = phrase_sentence[:, None, :] == torch.arange(S, device=tokens.device)[None, :, None]  # [B, S, P]
+        phrase_scores_in_sentence = self.phrase_pool(phrase)  # [B, P]
+        pool = masked_softmax(phrase_scores_in_sentence[:, None, :].expand(B, S, P), member)  # [B, S, P]
+        sentences = pool @ phrase  # [B, S, D]
+        phrase_weights = pool.sum(1)  # [B, P]: each phrase is in one sentence
+
+        # --- document level, dense: online-softmax statistics of sentence pooling
+        sentence_scores = self.sentence_pool(sentences).masked_fill(~sentence_mask, NEG)  # [B, S]
+        dense_max = sentence_scores.max(-1).values  # [B]
+        e = torch.exp(sentence_scores - dense_max[:, None]) * sentence_mask
+        state = {
+            "dense_max": dense_max,
+            "dense_sum": e.sum(-1),  # [B]
+            "dense_acc": torch.einsum("bs,bsd->bd", e, sentences),  # [B, D]
+        }
+
+        # --- document level, sparse: top-K phrases per query, then attention inside each
+        landmarks = self.landmark(phrase)  # [B, P, D]
+        phrase_scores = torch.einsum("bpd,md->bmp", landmarks, self.retrieval) / math.sqrt(D)
+        phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
+        k = min(c.top_k, P)
+        top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
+        M = c.queries
+        flat = (top_phrases + torch.arange(B, device=tokens.device)[:, None, None] * P).reshape(-1)
+        chosen = token_states.reshape(B * P, T, D).index_select(0, flat).view(B, M, k, T, D)
+        chosen_mask = token_mask.reshape(B * P, T).index_select(0, flat).view(B, M, k, T)
+        keys, values = self.token_kv(chosen).chunk(2, dim=-1)  # [B, M, k, T, D] each
+        inside = torch.einsum("bmktd,md->bmkt", keys, self.token_query) / math.sqrt(D)
+        inside = masked_softmax(inside, chosen_mask)  # [B, M, k, T]
+        state |= {
+            "top_scores": top_scores,
+            "top_phrases": top_phrases,
+            "top_states": torch.einsum("bmkt,bmktd->bmkd", inside, values),  # [B, M, k, D]
+        }
+
+        if c.ngram_orders:
+            state["ngram_sum"], state["ngram_count"] = self._ngrams(tokens)
+
+        return state | {
+            "word_weights": word_weights,
+            "phrase_weights": phrase_weights,
+            "sentence_scores": sentence_scores,
+            "phrase_scores": phrase_scores,
+        }
+
+    def _ngrams(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Sum and count of hashed token n-gram embeddings inside phrases: [B, E], [B]."""
+        c = self.config
+        B, P, T = tokens.shape
+        total = tokens.new_zeros(B, c.ngram_dim, dtype=torch.float32)
+        count = tokens.new_zeros(B, dtype=torch.float32)
+        for n in c.ngram_orders:
+            if n > T:
+                continue
+            windows = [tokens[:, :, i : T - n + 1 + i] for i in range(n)]  # n x [B, P, T-n+1]
+            valid = windows[0] > 0
+            hashed = torch.full_like(windows[0], n)
+            for w in windows:
+                valid = valid & (w > 0)
+                hashed = (hashed * 1_000_003 + w) % c.ngram_buckets
+            embedded = self.ngram_embed(hashed) * valid[..., None]  # [B, P, T-n+1, E]
+            total = total + embedded.sum((1, 2))
+            count = count + valid.sum((1, 2))
+        return total, count
+
+    # ----------------------------------------------------------------------------------------
+    # classify: merged state -> logits
+
+    def classify(self, state: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits [B, C] and fusion weights [B, M, K] from a (merged) block state."""
+        c = self.config
+        dense = state["dense_acc"] / state["dense_sum"].clamp_min(1e-30)[:, None]  # [B, D]
+        dense = dense * self.dense_scale if c.dense else torch.zeros_like(dense)
+
+        top_scores = state["top_scores"]  # [B, M, K]
+        fusion = masked_softmax(top_scores, top_scores > NEG / 2)
+        sparse = self.sparse_out((fusion[..., None] * state["top_states"]).sum(2).flatten(1))  # [B, D]
+        if not c.sparse:
+            sparse = torch.zeros_like(sparse)
+
+        document = dense + self.bypass(self.bypass_norm(dense + sparse))  # [B, D]
+        features = self.head_norm(document)
+        if c.ngram_orders:
+            ngrams = state["ngram_sum"] / state["ngram_count"].clamp_min(1.0)[:, None]  # [B, E]
+            features = torch.cat([features, ngrams], dim=-1)
+        return self.head(self.drop(features)), fusion
+
+    # ----------------------------------------------------------------------------------------
+
+    def forward(self, tokens: Tensor, phrase_sentence: Tensor, sentence_mask: Tensor, selectable: Tensor, return_attention: bool = False):
+        state = self.encode(tokens, phrase_sentence, sentence_mask, selectable)
+        logits, fusion = self.classify(state)
+        if not return_attention:
+            return logits
+        sentence = masked_softmax(state["sentence_scores"], sentence_mask)
+        return logits, Attention(
+            word=state["word_weights"],
+            phrase=state["phrase_weights"],
+            sentence=sentence,
+            chunk_scores=state["phrase_scores"],
+            selected=state["top_phrases"],
+            fusion=fusion,
+        )

@@ -1,0 +1,310 @@
+"""Classify documents with a trained model: a checkpoint (torch) or an exported bundle (ONNX
+Runtime, no torch). Short documents go through in length-sorted batches; long ones are streamed
+block by block (hdc/stream.py). Results come back in input order, one per document, and a bad
+input becomes an error result instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .config import Config, config_from_dict
+from .data import BadInput, Document
+from .errors import HdcError, UsageError
+from .stream import Backend, DocumentState, Progress, collate, run_document
+from .text import Segmenter, Segments
+
+LONG_DOCUMENT_CHARS = 1 << 22  # files larger than this are streamed without being read whole
+PROGRESS_TOKENS = 1 << 20  # documents longer than this report progress on stderr
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything besides the weights that a model needs to classify: saved in every checkpoint
+    and every bundle."""
+
+    config: Config
+    labels: tuple[str, ...]
+    multilabel: bool
+    tokenizer: str  # the tokenizer's JSON
+    version: str
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModelInfo:
+        return cls(
+            config=config_from_dict(raw["config"]),
+            labels=tuple(raw["labels"]),
+            multilabel=bool(raw["multilabel"]),
+            tokenizer=raw["tokenizer"],
+            version=raw.get("version", "unknown"),
+        )
+
+    def to_dict(self) -> dict:
+        from .config import config_to_dict
+
+        return {
+            "config": config_to_dict(self.config),
+            "labels": list(self.labels),
+            "multilabel": self.multilabel,
+            "tokenizer": self.tokenizer,
+            "version": self.version,
+        }
+
+    def segmenter(self) -> Segmenter:
+        m = self.config.model
+        return Segmenter(Tokenizer.from_str(self.tokenizer), m.phrase_tokens, m.sentence_tokens)
+
+
+@dataclass
+class Outcome:
+    """What happened to one input: probabilities and the document's state, or an error."""
+
+    item: Document | BadInput
+    probabilities: np.ndarray | None = None  # [C]
+    state: DocumentState | None = None
+    segments: Segments | None = None  # the whole document, when weights were asked for
+    weights: dict[str, np.ndarray] | None = None  # its encode outputs (word, phrase, ... weights)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Predictor:
+    def __init__(self, backend: Backend, info: ModelInfo, source: str):
+        self.backend, self.info, self.source = backend, info, source
+        self.segmenter = info.segmenter()
+        self.top_k = info.config.model.top_k
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        logits = logits.astype(np.float64)
+        if self.info.multilabel:
+            return 1.0 / (1.0 + np.exp(-logits))
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    def run(
+        self,
+        items: Iterable[Document | BadInput],
+        batch_tokens: int = 32768,
+        block_tokens: int = 65536,
+        weights: bool = False,
+        keep_sentences: int = 0,
+        progress: bool = True,
+    ) -> Iterator[Outcome]:
+        """Outcomes in input order. A batch holds consecutive short documents up to batch_tokens
+        tokens; longer documents are streamed in blocks of block_tokens. With weights=True,
+        short documents also return their segments (with offsets) and every level's weights."""
+        pending: list[tuple[Document, Segments]] = []
+        for item in items:
+            if isinstance(item, BadInput):
+                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                yield Outcome(item, error=item.error)
+                continue
+            try:
+                if item.size > LONG_DOCUMENT_CHARS:
+                    blocks = self.segmenter.blocks(item.chunks(), block_tokens, offsets=weights)
+                    yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                    yield self._stream(item, blocks, keep_sentences, progress)
+                    continue
+                segments = self.segmenter.segment(item.read(), offsets=weights)
+            except (OSError, ValueError) as e:
+                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                yield Outcome(item, error=f"cannot read: {e}")
+                continue
+            if segments.num_tokens == 0:
+                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                yield Outcome(item, error="empty after cleaning: the text has no tokens")
+            elif segments.num_tokens > block_tokens:
+                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                blocks = self.segmenter.blocks([item.read()], block_tokens, offsets=weights)
+                yield self._stream(item, blocks, keep_sentences, progress)
+            else:
+                pending.append((item, segments))
+                if sum(s.num_tokens for _, s in pending) >= batch_tokens:
+                    yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+        yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+
+    def _stream(self, item: Document, blocks: Iterable[Segments], keep_sentences: int, progress: bool) -> Outcome:
+        meter = Progress(item.name, enabled=progress)
+        state = run_document(self.backend, blocks, self.top_k, keep_sentences, meter)
+        if state.tokens == 0:
+            return Outcome(item, error="empty after cleaning: the text has no tokens")
+        return Outcome(item, probabilities=self._classify([state])[0], state=state)
+
+    def _classify(self, states: list[DocumentState]) -> np.ndarray:
+        inputs = [s.head_inputs() for s in states]
+        stacked = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
+        logits, _ = self.backend.classify(stacked)
+        return self.probabilities(logits)
+
+    def _flush(self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int) -> Iterator[Outcome]:
+        """Run the pending short documents in length-sorted micro-batches, then yield them in order."""
+        if not pending:
+            return
+        T = self.segmenter.phrase_tokens
+        order = sorted(range(len(pending)), key=lambda i: pending[i][1].num_phrases)
+        states: dict[int, DocumentState] = {}
+        extra: dict[int, dict[str, np.ndarray]] = {}
+        start = 0
+        while start < len(order):
+            stop = start + 1  # grow the micro-batch while its padded size fits
+            while stop < len(order) and (stop - start + 1) * pending[order[stop]][1].num_phrases * T <= batch_tokens:
+                stop += 1
+            batch = [pending[i][1] for i in order[start:stop]]
+            outputs = self.backend.encode(collate(batch))
+            for row, i in enumerate(order[start:stop]):
+                state = DocumentState(top_k=self.top_k, keep_sentences=keep_sentences)
+                state.merge(pending[i][1], outputs, row)
+                states[i] = state
+                if weights:
+                    segments = pending[i][1]
+                    P, S = segments.num_phrases, segments.num_sentences
+                    extra[i] = {
+                        "word_weights": outputs["word_weights"][row, :P],
+                        "phrase_weights": outputs["phrase_weights"][row, :P],
+                        "sentence_scores": outputs["sentence_scores"][row, :S],
+                        "phrase_scores": outputs["phrase_scores"][row, :, :P],
+                    }
+            start = stop
+        probabilities = self._classify([states[i] for i in range(len(pending))])
+        for i, (item, segments) in enumerate(pending):
+            yield Outcome(
+                item,
+                probabilities=probabilities[i],
+                state=states[i],
+                segments=segments if weights else None,
+                weights=extra.get(i),
+            )
+        pending.clear()
+
+
+def load_predictor(path: str | Path, threads: int = 0) -> Predictor:
+    """A run directory, a checkpoint file, or an exported bundle (a folder with manifest.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such model; pass a run directory, a .ckpt file or an exported bundle")
+    if path.is_dir() and (path / "manifest.json").exists():
+        from .runtime import load_bundle
+
+        return load_bundle(path, threads)
+    if path.is_dir():
+        best = path / "checkpoints" / "best.ckpt"
+        if not best.exists():
+            raise UsageError(f"{path}: not a run directory (no checkpoints/best.ckpt) and not a bundle (no manifest.json)")
+        path = best
+    try:
+        from .checkpoint import load_checkpoint
+    except ImportError as e:
+        raise HdcError(
+            f"{path}: reading a checkpoint needs torch ({e}); install hdc[train], or export a bundle and use that"
+        ) from None
+    model, info = load_checkpoint(path)
+    from .checkpoint import TorchBackend
+
+    return Predictor(TorchBackend(model, threads), info, str(path))
+
+
+def result_record(outcome: Outcome, labels: tuple[str, ...], multilabel: bool, k: int, threshold: float) -> dict:
+    """The JSON record of one outcome: its name, label(s), top-k labels with probabilities."""
+    record = outcome.item.record()
+    if not outcome.ok:
+        record["error"] = outcome.error
+        return record
+    p = outcome.probabilities
+    top = np.argsort(-p, kind="stable")[: max(1, k)]
+    if multilabel:
+        record["labels"] = [labels[i] for i in np.flatnonzero(p >= threshold)]
+    else:
+        record["label"] = labels[int(top[0])]
+    record["top"] = [{"label": labels[i], "prob": round(float(p[i]), 6)} for i in top]
+    if isinstance(outcome.item, Document) and outcome.item.warnings:
+        record["warnings"] = list(outcome.item.warnings)
+    return record
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _done_keys(partial: Path) -> set[tuple[str, str]]:
+    """The (key, name) of every complete record in a partial output; a torn last line is dropped."""
+    done, lines = set(), []
+    with open(partial, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # killed mid-line: everything after is rewritten
+            key = "id" if "id" in record else "path"
+            done.add((key, str(record.get(key))))
+            lines.append(line)
+    from .io import write_atomic
+
+    write_atomic(partial, "".join(lines))
+    return done
+
+
+def predict(
+    model: str | Path,
+    inputs: list[str],
+    output: str | Path | None = None,
+    k: int = 3,
+    threshold: float = 0.5,
+    batch_tokens: int = 32768,
+    block_tokens: int = 65536,
+    threads: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = False,
+    text_field: str = "text",
+) -> tuple[int, int]:
+    """Write one JSONL record per document, to stdout or to `output`, as each batch finishes.
+
+    `output` is written as OUTPUT.partial and renamed when complete; with resume=True the
+    documents already in OUTPUT.partial are skipped. shard=(i, n) keeps every n-th document,
+    starting at the i-th. Returns (documents classified, errors)."""
+    import sys
+
+    from .data import iter_documents
+
+    predictor = load_predictor(model, threads)
+    index, count = shard
+    items = (item for i, item in enumerate(iter_documents(inputs, text_field)) if i % count == index)
+    done: set[tuple[str, str]] = set()
+    if output is not None:
+        output = Path(output)
+        partial = output.with_name(output.name + ".partial")
+        if resume and partial.exists():
+            done = _done_keys(partial)
+            print(f"resume: {len(done)} documents already in {partial}", file=sys.stderr)
+        items = (item for item in items if (item.key, item.name) not in done)
+        sink = open(partial, "a" if resume else "w", encoding="utf-8")
+    else:
+        sink = sys.stdout
+    ok = errors = 0
+    try:
+        for outcome in predictor.run(items, batch_tokens, block_tokens):
+            sink.write(dumps(result_record(outcome, predictor.labels, predictor.info.multilabel, k, threshold)) + "\n")
+            sink.flush()
+            if outcome.ok:
+                ok += 1
+            else:
+                errors += 1
+                print(f"error: {outcome.item.name}: {outcome.error}", file=sys.stderr)
+    finally:
+        if output is not None:
+            sink.close()
+    if output is not None:
+        partial.replace(output)
+    return ok, errors

@@ -1,0 +1,212 @@
+"""Classify documents of any length in one pass, with memory bounded by the block size. No torch.
+
+Everything below the document level is local to a phrase or a sentence, so a long document is
+read in blocks of whole sentences. Between blocks only this is kept (`DocumentState`):
+
+  - the running top-K (score, phrase state) per retrieval query: merging two top-K lists and
+    keeping the best K is exact, because the queries are learned and known before reading;
+  - the online-softmax statistics (max, sum, weighted sum) of the dense sentence pooling;
+  - the sums of the n-gram branch.
+
+The same code drives the torch model and the ONNX graphs: a backend turns block inputs into a
+block state (`encode`) and a merged state into logits (`classify`), all as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .text import Segments
+
+NEG = -1e9  # the model's masked score (hdc.model.NEG); kept here so this module needs no torch
+VALID = NEG / 2  # scores above this are real phrases
+
+
+class Backend(Protocol):
+    def encode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def classify(self, state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def first_occurrences(tokens: np.ndarray) -> np.ndarray:
+    """[P] bool: True for the first phrase of each distinct token sequence. Repeated text gets
+    one slot in the top-K, not K (a prototype lost needles to 7 copies of one filler phrase)."""
+    keep = np.zeros(len(tokens), bool)
+    if len(tokens):
+        rows = np.ascontiguousarray(tokens).view(np.dtype((np.void, tokens.dtype.itemsize * tokens.shape[1])))
+        keep[np.unique(rows.ravel(), return_index=True)[1]] = True
+    return keep
+
+
+def collate(documents: list[Segments], selectable: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Pad documents (or blocks) into the model's inputs: tokens [B, P, T], phrase_sentence
+    [B, P], sentence_mask [B, S], selectable [B, P]."""
+    B = len(documents)
+    T = documents[0].tokens.shape[1]
+    P = max(1, max(d.num_phrases for d in documents))
+    S = max(1, max(d.num_sentences for d in documents))
+    tokens = np.zeros((B, P, T), np.int64)
+    phrase_sentence = np.full((B, P), -1, np.int64)
+    sentence_mask = np.zeros((B, S), bool)
+    chosen = np.zeros((B, P), bool)
+    for b, d in enumerate(documents):
+        tokens[b, : d.num_phrases] = d.tokens
+        phrase_sentence[b, : d.num_phrases] = d.phrase_sentence
+        sentence_mask[b, : d.num_sentences] = True
+        chosen[b, : d.num_phrases] = first_occurrences(d.tokens) if selectable is None else selectable[b]
+    return {"tokens": tokens, "phrase_sentence": phrase_sentence, "sentence_mask": sentence_mask, "selectable": chosen}
+
+
+@dataclass
+class DocumentState:
+    """The running summary of a document read so far. Its size does not grow with the length."""
+
+    top_k: int
+    keep_sentences: int = 0  # remember this many best sentences (for inspection summaries)
+    dense_max: float = NEG
+    dense_sum: float = 0.0
+    dense_acc: np.ndarray | None = None  # [D]
+    top_scores: np.ndarray | None = None  # [M, K], NEG where empty
+    top_states: np.ndarray | None = None  # [M, K, D]
+    top_phrases: np.ndarray | None = None  # [M, K] phrase index in the document, -1 where empty
+    top_spans: np.ndarray | None = None  # [M, K, 2] character spans
+    top_keys: dict[int, bytes] = field(default_factory=dict)  # phrase index -> its token ids
+    ngram_sum: np.ndarray | None = None
+    ngram_count: float = 0.0
+    best_sentences: list[tuple[float, int, int, int]] = field(default_factory=list)  # score, index, span
+    tokens: int = 0
+    phrases: int = 0
+    sentences: int = 0
+
+    def selectable(self, block: Segments) -> np.ndarray:
+        """Phrases of `block` the sparse path may pick: first occurrences in the block whose text
+        is not already in the running top-K. Equal to first occurrences in the whole document
+        for the result: a repeat of an evicted phrase has the evicted (too low) score."""
+        keep = first_occurrences(block.tokens)
+        if self.top_keys:
+            known = set(self.top_keys.values())
+            for i in np.flatnonzero(keep):
+                if block.tokens[i].tobytes() in known:
+                    keep[i] = False
+        return keep
+
+    def merge(self, block: Segments, state: dict[str, np.ndarray], b: int = 0) -> None:
+        """Fold row b of a block state (from Backend.encode) into the running state."""
+        self._merge_dense(float(state["dense_max"][b]), float(state["dense_sum"][b]), state["dense_acc"][b])
+        self._merge_top(block, state["top_scores"][b], state["top_states"][b], state["top_phrases"][b])
+        if "ngram_sum" in state:
+            self.ngram_sum = state["ngram_sum"][b] + (0 if self.ngram_sum is None else self.ngram_sum)
+            self.ngram_count += float(state["ngram_count"][b])
+        if self.keep_sentences:
+            self._merge_sentences(block, state["sentence_scores"][b])
+        self.tokens += block.num_tokens
+        self.phrases += block.num_phrases
+        self.sentences += block.num_sentences
+
+    def _merge_dense(self, m: float, s: float, acc: np.ndarray) -> None:
+        if self.dense_acc is None:
+            self.dense_max, self.dense_sum, self.dense_acc = m, s, acc.astype(np.float32)
+            return
+        new = max(self.dense_max, m)
+        old_scale, block_scale = np.exp(self.dense_max - new), np.exp(m - new)
+        self.dense_sum = self.dense_sum * old_scale + s * block_scale
+        self.dense_acc = self.dense_acc * old_scale + acc * block_scale
+        self.dense_max = new
+
+    def _merge_top(self, block: Segments, scores: np.ndarray, states: np.ndarray, local: np.ndarray) -> None:
+        M, D = scores.shape[0], states.shape[-1]
+        if self.top_scores is None:
+            self.top_scores = np.full((M, 0), NEG, np.float32)
+            self.top_states = np.zeros((M, 0, D), np.float32)
+            self.top_phrases = np.full((M, 0), -1, np.int64)
+            self.top_spans = np.zeros((M, 0, 2), np.int64)
+        index = np.where(scores > VALID, local + block.first_phrase, -1)
+        spans = block.phrase_spans[np.minimum(local, block.num_phrases - 1)]  # padding rows: masked below
+        all_scores = np.concatenate([self.top_scores, scores], 1)
+        all_states = np.concatenate([self.top_states, states], 1)
+        all_index = np.concatenate([self.top_phrases, index], 1)
+        all_spans = np.concatenate([self.top_spans, spans], 1)
+        width = min(self.top_k, all_scores.shape[1])
+        keep = np.empty((M, width), np.int64)
+        for m in range(M):
+            # Best score first; ties go to the earlier phrase, as in a one-shot top-k.
+            valid = all_index[m] >= 0
+            rank_index = np.where(valid, all_index[m], np.iinfo(np.int64).max)
+            order = np.lexsort((rank_index, -np.where(valid, all_scores[m], NEG)))
+            keep[m] = order[:width]
+        rows = np.arange(M)[:, None]
+        self.top_scores = np.where(all_index[rows, keep] >= 0, all_scores[rows, keep], NEG).astype(np.float32)
+        self.top_states = all_states[rows, keep]
+        self.top_phrases = all_index[rows, keep]
+        self.top_spans = all_spans[rows, keep]
+        keys = {}
+        for i in np.unique(self.top_phrases[self.top_phrases >= 0]):
+            i = int(i)
+            keys[i] = self.top_keys[i] if i in self.top_keys else block.tokens[i - block.first_phrase].tobytes()
+        self.top_keys = keys
+
+    def _merge_sentences(self, block: Segments, scores: np.ndarray) -> None:
+        scores = scores[: block.num_sentences]
+        best = np.argsort(-scores, kind="stable")[: self.keep_sentences]
+        found = [
+            (float(scores[i]), block.first_sentence + int(i), int(block.sentence_spans[i, 0]), int(block.sentence_spans[i, 1]))
+            for i in best
+        ]
+        self.best_sentences = sorted(self.best_sentences + found, key=lambda x: (-x[0], x[1]))[: self.keep_sentences]
+
+    def head_inputs(self) -> dict[str, np.ndarray]:
+        """The merged state as a batch of one, for Backend.classify, with the top-K padded to K
+        (padding has score NEG and gets no weight) so that documents stack into a batch."""
+        pad = self.top_k - self.top_scores.shape[1]
+        inputs = {
+            "dense_sum": np.asarray([self.dense_sum], np.float32),
+            "dense_acc": self.dense_acc[None].astype(np.float32),
+            "top_scores": np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
+            "top_states": np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
+        }
+        if self.ngram_sum is not None:
+            inputs["ngram_sum"] = self.ngram_sum[None].astype(np.float32)
+            inputs["ngram_count"] = np.asarray([self.ngram_count], np.float32)
+        return inputs
+
+    def sentence_weight(self, score: float) -> float:
+        return float(np.exp(score - self.dense_max) / self.dense_sum) if self.dense_sum > 0 else 0.0
+
+
+class Progress:
+    """Tokens done and tokens/s on stderr, for documents long enough to wait for."""
+
+    def __init__(self, name: str, every: float = 2.0, enabled: bool = True):
+        self.name, self.every, self.enabled = name, every, enabled
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+
+    def update(self, tokens: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not final and now - self.last < self.every) or (final and not self.shown):
+            return
+        self.last, self.shown = now, True
+        rate = tokens / max(now - self.start, 1e-9)
+        end = "\n" if final or not sys.stderr.isatty() else "\r"
+        print(f"{self.name}: {tokens:,} tokens, {rate:,.0f} tokens/s", end=end, file=sys.stderr, flush=True)
+
+
+def run_document(backend: Backend, blocks: Iterable[Segments], top_k: int, keep_sentences: int = 0, progress: Progress | None = None) -> DocumentState:
+    """Stream the blocks of one document through `backend.encode` and merge them."""
+    state = DocumentState(top_k=top_k, keep_sentences=keep_sentences)
+    for block in blocks:
+        if block.num_phrases == 0:
+            continue
+        outputs = backend.encode(collate([block], [state.selectable(block)]))
+        state.merge(block, outputs)
+        if progress:
+            progress.update(state.tokens)
+    if progress:
+        progress.update(state.tokens, final=True)
+    return state

@@ -1,0 +1,274 @@
+"""Text -> sentences -> phrases of token ids, with character offsets. No torch here.
+
+A document is cut into sentences by a rule-based splitter, each sentence is tokenized by a
+byte-level BPE tokenizer trained on the user's corpus, and each sentence's tokens are cut into
+phrases of at most T tokens (balanced, so a 33-token sentence with T=32 gives 17 + 16, not
+32 + 1). A phrase never crosses a sentence: it is the unit of sparse selection.
+
+Long texts arrive in chunks (`Segmenter.blocks`): the splitter only emits sentences whose end it
+has seen, so the segmentation of a text does not depend on how it was chunked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+# A sentence ends at [.!?] (plus closing quotes/brackets) before whitespace and a capital,
+# digit or opening quote, or at a blank line.
+_BREAK = re.compile(r"""(?<=[.!?])["'\u201d\u2019)\]]*\s+(?=["'\u201c\u2018(\[]*[A-Z0-9])|\n[ \t\r\f\v]*\n\s*""")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr prof gen gov sen rep col lt sgt capt mt ft no vs etc inc ltd co corp "
+    "jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e u.s u.k u.n a.m p.m".split()
+)
+_WORD_BEFORE = re.compile(r"(\S+)[.!?][\"'\u201d\u2019)\]]*$")
+MAX_SENTENCE_CHARS = 20_000  # a longer run without a boundary is cut, at whitespace if it can be
+
+
+def _is_abbreviation(text: str, end: int) -> bool:
+    match = _WORD_BEFORE.search(text, max(0, end - 12), end)
+    if match is None:
+        return False
+    word = match.group(1).lower().lstrip("(\"'\u201c\u2018")
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+def _cut_long(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    while end - start > MAX_SENTENCE_CHARS:
+        cut = text.rfind(" ", start + MAX_SENTENCE_CHARS // 2, start + MAX_SENTENCE_CHARS)
+        cut = cut if cut > start else start + MAX_SENTENCE_CHARS
+        yield start, cut
+        start = cut
+    yield start, end
+
+
+def split_sentences(text: str, final: bool = True) -> tuple[list[tuple[int, int]], int]:
+    """Character spans of the sentences of `text`, whitespace trimmed.
+
+    With final=False the text is the head of a longer stream: the spans stop at the last boundary
+    seen, and the second value is where the unfinished rest begins (to be carried over).
+    """
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _BREAK.finditer(text):
+        if match.group().startswith("\n") or not _is_abbreviation(text, match.start()):
+            spans.extend(_cut_long(text, start, match.start()))
+            start = match.end()
+    rest = len(text)
+    if not final:
+        # Keep the unfinished sentence for the next chunk, except the pieces already too long.
+        tail = list(_cut_long(text, start, len(text)))
+        spans.extend(tail[:-1])
+        rest = tail[-1][0]
+    else:
+        spans.extend(_cut_long(text, start, len(text)))
+    trimmed = []
+    for a, b in spans:
+        piece = text[a:b]
+        stripped = piece.strip()
+        if stripped:
+            a += len(piece) - len(piece.lstrip())
+            trimmed.append((a, a + len(stripped)))
+    return trimmed, rest
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    """A byte-level BPE tokenizer trained on `texts`: every byte is covered, so nothing is unknown."""
+    tokenizer = Tokenizer(models.BPE())
+    # Splitting on whitespace first keeps whitespace out of the tokens, and the byte-level
+    # step then marks each word start, so offsets always land on visible text.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=True)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+@dataclass
+class Segments:
+    """Whole sentences cut into phrases: one short document, or one block of a long one.
+
+    Token ids are shifted by one so that 0 is padding. Spans are character offsets into the
+    whole document.
+    """
+
+    tokens: np.ndarray  # [P, T] int32, 0 = padding
+    phrase_sentence: np.ndarray  # [P] int32, index into sentence_spans
+    sentence_spans: np.ndarray  # [S, 2] int64
+    phrase_spans: np.ndarray  # [P, 2] int64
+    token_spans: np.ndarray | None  # [P, T, 2] int64, only when offsets were asked for
+    first_sentence: int = 0  # index of sentence 0 in the whole document
+    first_phrase: int = 0  # index of phrase 0 in the whole document
+
+    @property
+    def num_phrases(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def num_sentences(self) -> int:
+        return len(self.sentence_spans)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(np.count_nonzero(self.tokens))
+
+    def sentences(self, start: int, stop: int) -> Segments:
+        """The sentences [start, stop) as Segments of their own."""
+        first, last = np.searchsorted(self.phrase_sentence, [start, stop])
+        return Segments(
+            tokens=self.tokens[first:last],
+            phrase_sentence=self.phrase_sentence[first:last] - start,
+            sentence_spans=self.sentence_spans[start:stop],
+            phrase_spans=self.phrase_spans[first:last],
+            token_spans=None if self.token_spans is None else self.token_spans[first:last],
+            first_sentence=self.first_sentence + start,
+            first_phrase=self.first_phrase + int(first),
+        )
+
+
+class Segmenter:
+    """Cuts text into Segments with a trained tokenizer."""
+
+    def __init__(self, tokenizer: Tokenizer, phrase_tokens: int, sentence_tokens: int):
+        if sentence_tokens < phrase_tokens:
+            raise ValueError("sentence_tokens must be at least phrase_tokens")
+        self.tokenizer = tokenizer
+        self.phrase_tokens = phrase_tokens
+        self.sentence_tokens = sentence_tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size() + 1  # + padding
+
+    def segment(self, text: str, offsets: bool = False, max_tokens: int | None = None) -> Segments:
+        """One whole document. With max_tokens, only its first max_tokens tokens are kept."""
+        if max_tokens is not None:
+            text = text[: max_tokens * 16]  # no need to tokenize what will be cut off
+        spans, _ = split_sentences(text)
+        segments = self._segment(text, spans, 0, offsets)
+        if max_tokens is not None and segments.num_tokens > max_tokens:
+            segments = _truncate(segments, max_tokens)
+        return segments
+
+    def blocks(
+        self, chunks: Iterable[str], block_tokens: int, offsets: bool = False
+    ) -> Iterator[Segments]:
+        """Segments of at most ~block_tokens tokens each, cut at sentence boundaries, from a
+        text that arrives in chunks. Only one chunk and its carried-over tail are held at once."""
+        block_phrases = max(1, block_tokens // self.phrase_tokens)
+        carry, carry_start = "", 0  # the unfinished text and its offset in the document
+        next_sentence = next_phrase = 0
+        chunks = iter(chunks)
+        chunk = next(chunks, None)
+        while chunk is not None:
+            following = next(chunks, None)
+            text = carry + chunk
+            spans, rest = split_sentences(text, final=following is None)
+            segments = self._segment(text, spans, carry_start, offsets)
+            segments.first_sentence, segments.first_phrase = next_sentence, next_phrase
+            next_sentence += segments.num_sentences
+            next_phrase += segments.num_phrases
+            yield from _cut_blocks(segments, block_phrases)
+            carry, carry_start = text[rest:], carry_start + rest
+            chunk = following
+
+    def _segment(self, text: str, spans: list[tuple[int, int]], base: int, offsets: bool) -> Segments:
+        T, cap = self.phrase_tokens, self.sentence_tokens
+        encodings = self.tokenizer.encode_batch(
+            [text[a:b] for a, b in spans], add_special_tokens=False
+        )
+        counts = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+        n = int(counts.sum())
+        if n == 0:
+            return Segments(
+                tokens=np.zeros((0, T), np.int32),
+                phrase_sentence=np.zeros(0, np.int32),
+                sentence_spans=np.zeros((0, 2), np.int64),
+                phrase_spans=np.zeros((0, 2), np.int64),
+                token_spans=np.zeros((0, T, 2), np.int64) if offsets else None,
+            )
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, n)
+        token_spans = np.fromiter(
+            itertools.chain.from_iterable(
+                itertools.chain.from_iterable(e.offsets) for e in encodings
+            ),
+            np.int64,
+            2 * n,
+        ).reshape(n, 2)
+        span_starts = np.asarray([a for a, _ in spans], np.int64)
+        token_spans += (span_starts + base).repeat(counts)[:, None]
+
+        # Sentences longer than `cap` tokens are cut into pieces that count as sentences.
+        sentence = np.arange(len(counts)).repeat(counts)
+        position = np.arange(n) - (np.cumsum(counts) - counts).repeat(counts)
+        piece = sentence * (n + 1) + position // cap
+        new_sentence = np.empty(n, bool)
+        new_sentence[0] = True
+        new_sentence[1:] = piece[1:] != piece[:-1]
+        sentence = np.cumsum(new_sentence) - 1
+        counts = np.bincount(sentence)
+        position = np.arange(n) - (np.cumsum(counts) - counts).repeat(counts)
+
+        # Balanced phrases: a sentence of n tokens gives p = ceil(n / T) phrases, and token i
+        # goes to phrase floor(i * p / n), so phrases differ in length by at most one.
+        phrases = -(-counts // T)
+        n_tok, n_phr = counts[sentence], phrases[sentence]
+        in_sentence = position * n_phr // n_tok
+        phrase = (np.cumsum(phrases) - phrases)[sentence] + in_sentence
+        column = position - (in_sentence * n_tok + n_phr - 1) // n_phr
+
+        P = int(phrases.sum())
+        tokens = np.zeros((P, T), np.int32)
+        tokens[phrase, column] = ids + 1
+        last = np.cumsum(counts) - 1
+        sentence_spans = np.stack([token_spans[last - counts + 1, 0], token_spans[last, 1]], 1)
+        phrase_first = np.flatnonzero(column == 0)
+        phrase_last = np.r_[phrase_first[1:], n] - 1
+        phrase_spans = np.stack([token_spans[phrase_first, 0], token_spans[phrase_last, 1]], 1)
+        full_spans = None
+        if offsets:
+            full_spans = np.zeros((P, T, 2), np.int64)
+            full_spans[phrase, column] = token_spans
+        return Segments(
+            tokens=tokens,
+            phrase_sentence=np.arange(len(counts), dtype=np.int32).repeat(phrases),
+            sentence_spans=sentence_spans,
+            phrase_spans=phrase_spans,
+            token_spans=full_spans,
+        )
+
+
+def _truncate(segments: Segments, max_tokens: int) -> Segments:
+    """Keep the leading phrases that hold at most max_tokens tokens (at least one phrase)."""
+    keep = max(1, int(np.searchsorted(np.cumsum(np.count_nonzero(segments.tokens, 1)), max_tokens, "right")))
+    stop = int(segments.phrase_sentence[keep - 1]) + 1
+    cut = segments.sentences(0, stop)
+    cut.tokens, cut.phrase_sentence = cut.tokens[:keep], cut.phrase_sentence[:keep]
+    cut.phrase_spans = cut.phrase_spans[:keep]
+    if cut.token_spans is not None:
+        cut.token_spans = cut.token_spans[:keep]
+    return cut
+
+
+def _cut_blocks(segments: Segments, block_phrases: int) -> Iterator[Segments]:
+    """Cut at sentence boundaries into pieces of at most block_phrases phrases (a sentence longer
+    than that stays whole: sentence_tokens bounds it)."""
+    phrases_per_sentence = np.bincount(segments.phrase_sentence, minlength=segments.num_sentences)
+    ends = np.cumsum(phrases_per_sentence)
+    start = 0
+    while start < segments.num_sentences:
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + block_phrases, "right")))
+        yield segments.sentences(start, stop)
+        start = stop

@@ -1,0 +1,419 @@
+"""Training with Lightning: `train()` is what `hdc train` calls.
+
+A run directory holds everything a trained model needs:
+
+    runs/NAME/
+      config.yaml  labels.json  tokenizer.json     the resolved config, the labels, the tokenizer
+      checkpoints/best.ckpt  checkpoints/last.ckpt  best by validation macro-F1, and the latest
+      logs/metrics.csv                             CSVLogger
+      summary.json                                 the best score, epochs and seconds
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import __version__
+from .checkpoint import PAYLOAD
+from .config import Config, config_to_dict, load_config
+from .data import Example, check_known_labels, check_trainable, load_examples, split_examples
+from .errors import HdcError, UsageError
+from .io import atomic_open, write_atomic
+from .metrics import decide, scores
+from .model import HierarchicalClassifier
+from .predict import ModelInfo
+from .stream import collate
+from .text import Segmenter, Segments, train_tokenizer
+
+MONITOR = "val_macro_f1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+class EncodedDocuments(Dataset):
+    """Documents already cut into phrases, with their targets: class index or multi-hot row."""
+
+    def __init__(self, segments: list[Segments], targets: np.ndarray):
+        self.segments, self.targets = segments, targets
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __getitem__(self, i: int) -> tuple[Segments, np.ndarray]:
+        return self.segments[i], self.targets[i]
+
+
+def collate_examples(items: list[tuple[Segments, np.ndarray]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    inputs = collate([s for s, _ in items])
+    return {k: torch.from_numpy(v) for k, v in inputs.items()}, torch.from_numpy(np.stack([t for _, t in items]))
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of documents of similar length, capped by padded tokens (B x P x T) rather than by
+    document count. The order depends only on (seed, epoch), so a resumed run sees the same
+    batches as an uninterrupted one. Under DDP each rank takes every world-th batch."""
+
+    def __init__(self, phrases: list[int], phrase_tokens: int, batch_tokens: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.phrases, self.T, self.cap = np.asarray(phrases), phrase_tokens, batch_tokens
+        self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.phrases)) if self.shuffle else np.arange(len(self.phrases))
+        # Sort inside pools of ~64 batches: little padding, and batches still vary between epochs.
+        per_batch = max(1, self.cap // (self.T * max(1, int(self.phrases.mean()))))
+        pool = 64 * per_batch
+        batches: list[list[int]] = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[np.argsort(self.phrases[chunk], kind="stable")]
+            batch: list[int] = []
+            for i in chunk:
+                longest = max(self.phrases[i], self.phrases[batch[-1]] if batch else 0)
+                if batch and (len(batch) + 1) * longest * self.T > self.cap:
+                    batches.append(batch)
+                    batch = []
+                batch.append(int(i))
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.world > 1:
+            usable = len(batches) - len(batches) % self.world or len(batches)
+            batches = (batches * self.world)[:usable] if len(batches) < self.world else batches[:usable]
+            batches = batches[self.rank :: self.world]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+class DocumentData(L.LightningDataModule):
+    def __init__(self, train: EncodedDocuments, valid: EncodedDocuments, config: Config):
+        super().__init__()
+        self.train_set, self.valid_set, self.config = train, valid, config
+
+    def _loader(self, dataset: EncodedDocuments, shuffle: bool) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if shuffle and self.trainer else (0, 1)
+        sampler = BucketBatchSampler(
+            [s.num_phrases for s in dataset.segments],
+            self.config.model.phrase_tokens,
+            self.config.train.batch_tokens,
+            shuffle=shuffle,
+            seed=self.config.train.seed,
+            rank=rank,
+            world=world,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_examples)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        # Every rank scores the whole validation set, so all agree on the best epoch.
+        return self._loader(self.valid_set, shuffle=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(self, info: ModelInfo):
+        super().__init__()
+        self.info = info
+        self.model = HierarchicalClassifier(info.config.model, len(info.labels))
+        self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.info.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.info.config.train.label_smoothing)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout draws depend on (seed, epoch) alone, so resuming repeats an uninterrupted run.
+        torch.manual_seed(self.info.config.train.seed * 1000 + self.current_epoch)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        warmup = self.info.config.train.dense_warmup_steps
+        self.model.dense_scale.fill_(min(1.0, self.global_step / warmup) if warmup else 1.0)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = self._loss(self.model(**inputs), targets)
+        self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        inputs, targets = batch
+        logits = self.model(**inputs)
+        self.log("val_loss", self._loss(logits, targets), batch_size=len(targets))
+        probabilities = torch.sigmoid(logits) if self.info.multilabel else torch.softmax(logits, -1)
+        self._outputs.append((probabilities.float().cpu().numpy(), targets.cpu().numpy()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._outputs:
+            return
+        probabilities = np.concatenate([p for p, _ in self._outputs])
+        targets = np.concatenate([t for _, t in self._outputs])
+        self._outputs.clear()
+        result = scores(targets, decide(probabilities, self.info.multilabel), self.info.labels, self.info.multilabel)
+        self.log(MONITOR, result["macro_f1"])
+        self.log("val_accuracy", result["accuracy"])
+
+    def configure_optimizers(self):
+        t = self.info.config.train
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
+            if step < t.warmup_steps:
+                return (step + 1) / t.warmup_steps
+            progress = min(1.0, (step - t.warmup_steps) / max(1, total - t.warmup_steps))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[PAYLOAD] = self.info.to_dict()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, then rename: a kill mid-write leaves
+    the previous checkpoint intact, never half a file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
+
+
+class ProgressLog(Callback):
+    """Progress on stderr: a live line on a terminal, plain lines every few seconds otherwise."""
+
+    def __init__(self, every: float = 10.0):
+        self.tty = sys.stderr.isatty()
+        self.every = every
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.start = self.last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_rank != 0:
+            return
+        now = time.perf_counter()
+        if now - self.last < (0.5 if self.tty else self.every):
+            return
+        self.last = now
+        loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+        line = (
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: batch {batch_idx + 1}/"
+            f"{trainer.num_training_batches} loss {loss:.4f} ({now - self.start:.0f} s)"
+        )
+        print(line, end="\r" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def on_validation_end(self, trainer, module) -> None:  # after the module has logged
+        if trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + " ".join(
+            f"{name} {float(m[name]):.4f}" for name in ("train_loss", "val_loss", "val_accuracy", MONITOR) if name in m
+        )
+        print(("\r\033[K" if self.tty else "") + line + f" ({time.perf_counter() - self.start:.0f} s)", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Word vectors
+
+
+def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
+    """Rows for the tokenizer's vocabulary from fastText/GloVe text vectors: a token's word
+    (its byte-level space marker removed) is looked up as is, then lower-cased. Tokens with no
+    vector keep a small random row."""
+    vocab = segmenter.tokenizer.get_vocab()
+    wanted: dict[str, list[int]] = {}
+    for token, i in vocab.items():
+        word = token.removeprefix("\u0120")
+        for form in dict.fromkeys((word, word.lower())):
+            wanted.setdefault(form, []).append(i + 1)  # + 1: id 0 is padding
+    matrix, found = None, set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                parts = line.rstrip().split(" ")
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # the fastText header: count and width
+                if len(parts) < 3:
+                    continue
+                if matrix is None:
+                    matrix = np.random.default_rng(0).normal(0, 0.02, (segmenter.vocab_size, len(parts) - 1)).astype(np.float32)
+                    matrix[0] = 0
+                if len(parts) - 1 != matrix.shape[1]:
+                    raise HdcError(f"{path}:{number}: {len(parts) - 1} numbers, but the first vector has {matrix.shape[1]}")
+                for i in wanted.get(parts[0], ()):
+                    if i not in found:
+                        matrix[i] = np.asarray(parts[1:], np.float32)
+                        found.add(i)
+    except OSError as e:
+        raise UsageError(f"--embeddings {path}: {e.strerror}") from None
+    except ValueError:
+        raise HdcError(f"{path}: not a word-vector text file (a word, then numbers, on each line)") from None
+    if matrix is None:
+        raise HdcError(f"{path}: no vectors found; expected fastText .vec or GloVe text format")
+    print(f"embeddings: {len(found)}/{segmenter.vocab_size - 1} tokens initialised from {path}", file=sys.stderr)
+    return matrix
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _targets(examples: list[Example], labels: list[str], multilabel: bool) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    if not multilabel:
+        return np.asarray([index[e.label] for e in examples], np.int64)
+    targets = np.zeros((len(examples), len(labels)), np.float32)
+    for row, e in enumerate(examples):
+        for label in e.label if isinstance(e.label, tuple) else (e.label,):
+            targets[row, index[label]] = 1.0
+    return targets
+
+
+def _quiet_lightning() -> None:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def train(
+    config: Config,
+    train_path: str | Path,
+    valid_path: str | Path | None,
+    out: str | Path,
+    embeddings: str | Path | None = None,
+    resume: bool = False,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """Train a model and write its run directory. With resume=True, continue from
+    out/checkpoints/last.ckpt with the saved config (plus `overrides`) and tokenizer."""
+    out = Path(out)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.exists():
+            raise UsageError(f"--resume: {last} does not exist; start a new run without --resume")
+        config = load_config(out / "config.yaml", overrides)
+    elif last.exists():
+        raise UsageError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    d, t = config.data, config.train
+    train_examples = load_examples(train_path, d.text_column, d.label_column)
+    labels, multilabel = check_trainable(train_examples, str(train_path))
+    if valid_path is not None:
+        valid_examples = load_examples(valid_path, d.text_column, d.label_column)
+    else:
+        train_examples, valid_examples = split_examples(train_examples, d.valid_fraction, t.seed)
+    check_known_labels(valid_examples, labels)
+
+    if resume:
+        tokenizer_json = (out / "tokenizer.json").read_text(encoding="utf-8")
+        info = ModelInfo(config, tuple(json.loads((out / "labels.json").read_text())), multilabel, tokenizer_json, __version__)
+        if list(info.labels) != labels:
+            raise HdcError(f"--resume: the labels of {train_path} differ from those of the run in {out}")
+    else:
+        tokenizer = train_tokenizer((e.text for e in train_examples), config.model.vocab_size)
+        model_config = replace(config.model, vocab_size=tokenizer.get_vocab_size() + 1)
+        config = replace(config, model=model_config)
+        info = ModelInfo(config, tuple(labels), multilabel, tokenizer.to_str(), __version__)
+    segmenter = info.segmenter()
+    vectors = None
+    if embeddings is not None and not resume:
+        vectors = load_word_vectors(Path(embeddings), segmenter)
+        config = replace(config, model=replace(config.model, embed_dim=vectors.shape[1]))
+        info = replace(info, config=config)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_atomic(out / "labels.json", json.dumps(list(info.labels), indent=1))
+    write_atomic(out / "tokenizer.json", info.tokenizer)
+
+    def encode(examples: list[Example]) -> EncodedDocuments:
+        segments = [segmenter.segment(e.text, max_tokens=d.max_tokens) for e in examples]
+        empty = [e for e, s in zip(examples, segments) if s.num_tokens == 0]
+        if empty:
+            raise HdcError(f"{empty[0].where}: empty after cleaning (no tokens); remove the record")
+        return EncodedDocuments(segments, _targets(examples, labels, multilabel))
+
+    print(f"train: {len(train_examples)} documents, valid: {len(valid_examples)}, classes: {len(labels)}"
+          f"{' (multi-label)' if multilabel else ''}", file=sys.stderr)
+    data = DocumentData(encode(train_examples), encode(valid_examples), config)
+
+    _quiet_lightning()
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = LitClassifier(info)
+    if vectors is not None:
+        with torch.no_grad():
+            module.model.embed.weight.copy_(torch.from_numpy(vectors))
+
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
+        save_last=True, save_top_k=1, enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        deterministic=t.deterministic,
+        logger=CSVLogger(out, name="logs", version=""),
+        callbacks=[checkpoints, EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience), ProgressLog()],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+    seconds = time.perf_counter() - start
+    summary = {
+        "best_checkpoint": str(out / "checkpoints" / "best.ckpt"),
+        "best_" + MONITOR: float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+    }
+    if trainer.global_rank == 0:
+        write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
