@@ -49,6 +49,7 @@ class DataConfig:
 class TrainConfig:
     seed: int = 13
     max_epochs: int = 10
+    max_steps: int = -1  # stop after this many optimizer steps; -1: no limit
     batch_tokens: int = 16384  # cap on padded tokens per batch
     lr: float = 2e-3
     weight_decay: float = 0.01

@@ -126,6 +126,8 @@ class DocumentState:
             self.top_states = np.zeros((M, 0, D), np.float32)
             self.top_phrases = np.full((M, 0), -1, np.int64)
             self.top_spans = np.zeros((M, 0, 2), np.int64)
+        if block.num_phrases == 0:
+            return
         index = np.where(scores > VALID, local + block.first_phrase, -1)
         spans = block.phrase_spans[np.minimum(local, block.num_phrases - 1)]  # padding rows: masked below
         all_scores = np.concatenate([self.top_scores, scores], 1)

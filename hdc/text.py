@@ -21,12 +21,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 # A sentence ends at [.!?] (plus closing quotes/brackets) before whitespace and a capital,
 # digit or opening quote, or at a blank line.
-_BREAK = re.compile(r"""(?<=[.!?])["'\u201d\u2019)\]]*\s+(?=["'\u201c\u2018(\[]*[A-Z0-9])|\n[ \t\r\f\v]*\n\s*""")
+_BREAK = re.compile(r"""(?<=[.!?])(?P<close>["'\u201d\u2019)\]]*)\s+(?=["'\u201c\u2018(\[]*[A-Z0-9])|\n[ \t\r\f\v]*\n\s*""")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st jr sr prof gen gov sen rep col lt sgt capt mt ft no vs etc inc ltd co corp "
     "jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e u.s u.k u.n a.m p.m".split()
 )
 _WORD_BEFORE = re.compile(r"(\S+)[.!?][\"'\u201d\u2019)\]]*$")
+WORD_START = "\u0120"  # the byte-level BPE marker of a word's first token ("Ġ")
 MAX_SENTENCE_CHARS = 20_000  # a longer run without a boundary is cut, at whitespace if it can be
 
 
@@ -56,8 +57,9 @@ def split_sentences(text: str, final: bool = True) -> tuple[list[tuple[int, int]
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _BREAK.finditer(text):
+        end = match.start() + len(match.group("close") or "")  # closing quotes stay with their sentence
         if match.group().startswith("\n") or not _is_abbreviation(text, match.start()):
-            spans.extend(_cut_long(text, start, match.start()))
+            spans.extend(_cut_long(text, start, end))
             start = match.end()
     rest = len(text)
     if not final:
@@ -208,6 +210,11 @@ class Segmenter:
         ).reshape(n, 2)
         span_starts = np.asarray([a for a, _ in spans], np.int64)
         token_spans += (span_starts + base).repeat(counts)[:, None]
+        # A lone word-start marker (a word whose first merge is not in the vocabulary) gets an
+        # empty span at the word's start, so no character belongs to two tokens.
+        marker = self.tokenizer.token_to_id(WORD_START)
+        if marker is not None:
+            token_spans[ids == marker, 1] = token_spans[ids == marker, 0]
 
         # Sentences longer than `cap` tokens are cut into pieces that count as sentences.
         sentence = np.arange(len(counts)).repeat(counts)

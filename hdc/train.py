@@ -11,8 +11,10 @@ A run directory holds everything a trained model needs:
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import os
 import math
 import sys
 import time
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -215,6 +219,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
 
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; on --resume we append to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 class ProgressLog(Callback):
     """Progress on stderr: a live line on a terminal, plain lines every few seconds otherwise."""
 
@@ -390,13 +413,14 @@ def train(
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         deterministic=t.deterministic,
-        logger=CSVLogger(out, name="logs", version=""),
-        callbacks=[checkpoints, EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience), ProgressLog()],
+        logger=ResumableCSVLogger(out, name="logs", version=""),
+        callbacks=[checkpoints, EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience, check_on_train_epoch_end=False), ProgressLog()],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -1,0 +1,34 @@
+# hdc: `make demo` and `make test` each create .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO := runs/demo
+
+.PHONY: demo test test-browser bench clean
+
+# torch goes in first, on its own: the pinned range picks the local CPU wheel, and nothing
+# installed later can pull a CUDA build in its place.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'torch>=2.2,<2.14'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m hdc.news data/news
+	rm -rf $(DEMO)
+	$(BIN)/hdc train --config configs/news.yaml --train data/news/train.jsonl --valid data/news/valid.jsonl --out $(DEMO) --set train.max_epochs=6
+	$(BIN)/hdc evaluate $(DEMO) data/news/test.jsonl --report $(DEMO)/report
+	head -n 5 data/news/test.jsonl | $(BIN)/hdc predict $(DEMO) data/news/test.jsonl --output $(DEMO)/predictions.jsonl
+	head -n 3 $(DEMO)/predictions.jsonl
+
+bench: $(STAMP)
+	$(BIN)/python bench/news.py
+
+clean:
+	rm -rf $(VENV) runs bench/out

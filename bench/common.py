@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts: results.json, machine description, peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results.json"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def update_results(section: str, values: dict, meta: dict) -> None:
+    """Replace one top-level section of bench/results.json, keeping the others."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[section] = values
+    results.setdefault("_meta", {})[section] = meta
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(RESULTS)

@@ -1,0 +1,125 @@
+"""News benchmark: hdc against TF-IDF LinearSVC baselines on the NewsArticles split.
+
+    python bench/news.py                      # all methods, writes bench/results.json
+    python bench/news.py --methods word-svm,char-svm
+
+Every method is tuned on valid only (the SVMs' C by macro-F1; hdc's epoch by validation
+macro-F1 inside `hdc train`) and the test split is scored once. "news_stripped" scores the
+same models on a copy of the test split with the outlets' names removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.svm import LinearSVC
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, today, update_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# The outlets' names, bylines and boilerplate; longer alternatives first.
+STRIP = re.compile(
+    r"\(CNN\)|/TASS/|chinadaily\.com\.cn|China Daily|Huffington Post|Share this slide:|"
+    r"Al Jazeera|ABC News|Learn more|HuffPost|CNN|TASS|BBC|DW|RTE"
+)
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def strip_names(text: str) -> str:
+    return STRIP.sub("", text)
+
+
+def score(y_true, y_pred) -> dict:
+    return {"accuracy": float(accuracy_score(y_true, y_pred)), "macro_f1": float(f1_score(y_true, y_pred, average="macro"))}
+
+
+def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict]:
+    def vectorizer():
+        if kind == "word":
+            return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+
+    texts = lambda docs: [d["text"] for d in docs]  # noqa: E731
+    labels = lambda docs: [d["label"] for d in docs]  # noqa: E731
+    v = vectorizer()
+    x_train, x_valid = v.fit_transform(texts(train)), v.transform(texts(valid))
+    best = max(C_GRID, key=lambda c: f1_score(labels(valid), LinearSVC(C=c).fit(x_train, labels(train)).predict(x_valid), average="macro"))
+    start = time.perf_counter()
+    v = vectorizer()
+    model = LinearSVC(C=best).fit(v.fit_transform(texts(train)), labels(train))
+    train_s = time.perf_counter() - start
+    out = {}
+    for name, docs in tests.items():
+        start = time.perf_counter()
+        predicted = model.predict(v.transform(texts(docs)))
+        seconds = time.perf_counter() - start
+        out[name] = score(labels(docs), predicted) | {"train_s": round(train_s, 1), "predict_docs_per_s": round(len(docs) / seconds, 1), "C": best}
+    return out
+
+
+def hdc(config: str, run: Path, data: Path, tests: dict[str, Path], overrides: list[str]) -> dict[str, dict]:
+    hdc_bin = [sys.executable, "-m", "hdc.cli"]
+    if not (run / "checkpoints" / "best.ckpt").exists():
+        start = time.perf_counter()
+        sets = [a for o in overrides for a in ("--set", o)]
+        subprocess.run(hdc_bin + ["train", "--config", config, "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--out", str(run), *sets], check=True)
+        (run / "bench_train_s").write_text(f"{time.perf_counter() - start:.1f}")
+    train_s = float((run / "bench_train_s").read_text())
+    out = {}
+    for name, path in tests.items():
+        result = json.loads(subprocess.run(hdc_bin + ["evaluate", str(run), str(path), "--json"], check=True, capture_output=True, text=True).stdout)
+        out[name] = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "train_s": train_s, "predict_docs_per_s": result["documents_per_s"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "data/news")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/out/news")
+    parser.add_argument("--config", default=str(ROOT / "configs/news.yaml"))
+    parser.add_argument("--methods", default="word-svm,char-svm,hdc,hdc-dense")
+    args = parser.parse_args()
+    if not (args.data / "test.jsonl").exists():
+        subprocess.run([sys.executable, "-m", "hdc.news", str(args.data)], check=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, valid, test = (read(args.data / f"{s}.jsonl") for s in ("train", "valid", "test"))
+    stripped = [d | {"text": strip_names(d["text"])} for d in test]
+    stripped_path = args.out / "test_stripped.jsonl"
+    stripped_path.write_text("".join(json.dumps(d) + "\n" for d in stripped))
+
+    results: dict[str, dict] = {"news": {}, "news_stripped": {}}
+    for method in args.methods.split(","):
+        print(f"== {method}", file=sys.stderr, flush=True)
+        if method.endswith("-svm"):
+            found = svm(method.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped})
+        elif method == "hdc":
+            found = hdc(args.config, args.out / "hdc", args.data, {"news": args.data / "test.jsonl", "news_stripped": stripped_path}, [])
+        elif method == "hdc-dense":  # the same model without the sparse (HSA) path
+            found = hdc(args.config, args.out / "hdc-dense", args.data, {"news": args.data / "test.jsonl", "news_stripped": stripped_path}, ["model.sparse=false"])
+        else:
+            raise SystemExit(f"unknown method {method}")
+        for section, values in found.items():
+            results[section][method] = values
+            print(f"{section:14} {method:10} " + " ".join(f"{k} {v}" for k, v in values.items()), file=sys.stderr, flush=True)
+
+    meta = {"command": "python bench/news.py --methods " + args.methods, "date": today(), "machine": machine()}
+    for section, values in results.items():
+        update_results(section, values, meta)
+
+
+if __name__ == "__main__":
+    main()

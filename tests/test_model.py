@@ -1,0 +1,74 @@
+import torch
+
+from hdc.config import ModelConfig
+from hdc.model import HierarchicalClassifier, masked_softmax
+
+CONFIG = ModelConfig(vocab_size=50, d_model=16, heads=2, phrase_tokens=4, sentence_tokens=8, queries=2, top_k=3, dropout=0.0, ngram_orders=(1, 2), ngram_buckets=64, ngram_dim=8)
+
+
+def batch():
+    """Two documents: 5 phrases in 3 sentences, and 2 phrases in 1 sentence (then padding)."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 50, (2, 5, 4), generator=g)
+    tokens[0, 4, 2:] = 0  # a short phrase
+    tokens[1, 2:] = 0  # padding phrases
+    phrase_sentence = torch.tensor([[0, 0, 1, 2, 2], [0, 0, -1, -1, -1]])
+    sentence_mask = torch.tensor([[True, True, True], [True, False, False]])
+    selectable = tokens.gt(0).any(-1)
+    return dict(tokens=tokens, phrase_sentence=phrase_sentence, sentence_mask=sentence_mask, selectable=selectable)
+
+
+def model() -> HierarchicalClassifier:
+    torch.manual_seed(0)
+    return HierarchicalClassifier(CONFIG, num_classes=3).eval()
+
+
+def test_masked_softmax_gives_zeros_for_all_padding_rows():
+    scores = torch.tensor([[1.0, 2.0, 3.0], [5.0, -2.0, 0.5]])
+    mask = torch.tensor([[True, False, True], [False, False, False]])
+    weights = masked_softmax(scores, mask)
+    assert torch.isfinite(weights).all()
+    assert torch.equal(weights[1], torch.zeros(3))
+    assert weights[0, 1] == 0
+    assert torch.allclose(weights[0].sum(), torch.tensor(1.0))
+
+
+def test_shapes_and_attention_sums():
+    logits, att = model()(**batch(), return_attention=True)
+    B, P, T, M = 2, 5, 4, CONFIG.queries
+    assert logits.shape == (B, 3)
+    assert att.word.shape == (B, P, T) and att.phrase.shape == (B, P) and att.sentence.shape == (B, 3)
+    assert att.chunk_scores.shape == (B, M, P) and att.selected.shape == (B, M, 3) and att.fusion.shape == (B, M, 3)
+    real = batch()["tokens"].gt(0).any(-1)
+    # word weights sum to 1 inside every real phrase and are 0 on padding tokens
+    assert torch.allclose(att.word.sum(-1)[real], torch.ones(int(real.sum())), atol=1e-5)
+    assert att.word[~batch()["tokens"].gt(0)].abs().max() == 0
+    # phrase weights sum to 1 inside each sentence
+    assert torch.allclose(att.phrase[0, :2].sum(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(att.phrase[0, 2], torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(att.phrase[0, 3:].sum(), torch.tensor(1.0), atol=1e-5)
+    assert att.phrase[1, 2:].abs().max() == 0
+    # sentence weights sum to 1 per document; padding sentences get none
+    assert torch.allclose(att.sentence.sum(-1), torch.ones(2), atol=1e-5)
+    assert att.sentence[1, 1:].abs().max() == 0
+    # fusion weights sum to 1 per query; the document with 2 phrases gives padding no weight
+    assert torch.allclose(att.fusion.sum(-1), torch.ones(2, M), atol=1e-5)
+    assert att.fusion[1, :, 2].abs().max() == 0
+    assert (att.selected[1, :, :2] < 2).all()
+
+
+def test_unselectable_phrases_are_never_selected():
+    inputs = batch()
+    inputs["selectable"][0, :3] = False
+    _, att = model()(**inputs, return_attention=True)
+    assert (att.selected[0] >= 3).all() or (att.fusion[0][att.selected[0] < 3] == 0).all()
+
+
+def test_golden_logits():
+    """Fixed seed, fixed input: the numbers must not drift unless the model is changed on purpose."""
+    logits = model()(**batch())
+    expected = torch.tensor(GOLDEN)
+    assert torch.allclose(logits, expected, atol=1e-4), logits.tolist()
+
+
+GOLDEN = [[-0.02172, 0.64109, 0.01883], [-0.07665, 0.17939, 0.44672]]

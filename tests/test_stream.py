@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hdc.checkpoint import TorchBackend
+from hdc.config import ModelConfig
+from hdc.model import NEG, HierarchicalClassifier
+from hdc.stream import DocumentState, collate, first_occurrences, run_document
+from hdc.text import Segmenter, Segments, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def texts(assets):
+    return [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def setup(texts):
+    segmenter = Segmenter(train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32)
+    config = ModelConfig(vocab_size=segmenter.vocab_size, d_model=32, heads=2, phrase_tokens=8, sentence_tokens=32,
+                         queries=3, top_k=5, ngram_orders=(1, 2), ngram_buckets=512, ngram_dim=8)
+    torch.manual_seed(0)
+    model = HierarchicalClassifier(config, num_classes=4).eval()
+    return segmenter, model
+
+
+def one_shot(model, segments: Segments) -> np.ndarray:
+    with torch.inference_mode():
+        inputs = {k: torch.from_numpy(v) for k, v in collate([segments]).items()}
+        return model(**inputs).numpy()[0]
+
+
+def streamed(model, segmenter, text: str, block_tokens: int, chunk: int = 500) -> tuple[np.ndarray, DocumentState]:
+    backend = TorchBackend(model)
+    blocks = segmenter.blocks([text[i : i + chunk] for i in range(0, len(text), chunk)], block_tokens)
+    state = run_document(backend, blocks, model.config.top_k)
+    logits, _ = backend.classify(state.head_inputs())
+    return logits[0], state
+
+
+@pytest.mark.parametrize("block_tokens", [64, 200, 1000])
+def test_streamed_equals_one_shot(setup, texts, block_tokens):
+    segmenter, model = setup
+    text = "\n\n".join(texts[:60])  # ~5K tokens, with many repeated sentences (templates)
+    whole = segmenter.segment(text)
+    expected = one_shot(model, whole)
+    got, state = streamed(model, segmenter, text, block_tokens)
+    assert state.tokens == whole.num_tokens and state.phrases == whole.num_phrases
+    assert whole.num_tokens > 4 * block_tokens or block_tokens == 1000
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_fewer_phrases_than_k(setup):
+    segmenter, model = setup
+    text = "The City won the match."
+    segments = segmenter.segment(text)
+    assert segments.num_phrases < model.config.top_k
+    got, state = streamed(model, segmenter, text, 64)
+    assert np.isfinite(got).all()
+    assert (state.top_phrases >= 0).sum(1).max() == segments.num_phrases
+    np.testing.assert_allclose(got, one_shot(model, segments), atol=1e-5, rtol=0)
+
+
+class FakeBackend:
+    """Scores chosen by the test, to check the top-K merge against a brute-force ranking."""
+
+    def __init__(self, scores: np.ndarray, top_k: int):
+        self.scores, self.top_k, self.offset = scores, top_k, 0
+
+    def encode(self, inputs):
+        P = inputs["tokens"].shape[1]
+        scores = np.where(inputs["selectable"][0], self.scores[:, self.offset : self.offset + P], NEG)[None]
+        self.offset += P
+        k = min(self.top_k, P)
+        order = np.argsort(-scores, axis=-1, kind="stable")[..., :k]  # ties: lower index first
+        top = np.take_along_axis(scores, order, -1)
+        states = np.repeat(order[..., None].astype(np.float32), 2, -1)
+        return {"dense_max": np.zeros(1), "dense_sum": np.ones(1), "dense_acc": np.zeros((1, 2)),
+                "top_scores": top, "top_phrases": order, "top_states": states}
+
+
+def block(first: int, n: int) -> Segments:
+    tokens = np.arange(first + 1, first + n + 1, dtype=np.int32)[:, None].repeat(2, 1)  # distinct phrases
+    return Segments(tokens=tokens, phrase_sentence=np.arange(n, dtype=np.int32), sentence_spans=np.zeros((n, 2), np.int64),
+                    phrase_spans=np.zeros((n, 2), np.int64), token_spans=None, first_sentence=first, first_phrase=first)
+
+
+def test_top_k_merge_is_exact_with_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (2, 23)).astype(np.float32)  # many ties
+    K = 5
+    backend = FakeBackend(scores, K)
+    state = run_document(backend, [block(0, 7), block(7, 1), block(8, 9), block(17, 6)], K)
+    for m in range(2):
+        expected = sorted(range(23), key=lambda i: (-scores[m, i], i))[:K]
+        assert state.top_phrases[m].tolist() == expected
+        assert state.top_scores[m].tolist() == scores[m, expected].tolist()
+
+
+def test_repeated_phrases_take_one_slot():
+    tokens = np.array([[5, 6], [7, 8], [5, 6], [9, 9], [7, 8]], np.int32)
+    assert first_occurrences(tokens).tolist() == [True, True, False, True, False]
+
+
+def test_empty_and_padding_blocks_give_no_nan(setup):
+    segmenter, model = setup
+    empty = segmenter.segment("")
+    short = segmenter.segment("The City won the match. Rain is expected.")
+    backend = TorchBackend(model)
+    outputs = backend.encode(collate([empty, short]))
+    assert all(np.isfinite(v).all() for v in outputs.values())
+    assert outputs["dense_sum"][0] == 0 and (outputs["dense_acc"][0] == 0).all()
+    state = DocumentState(top_k=model.config.top_k)
+    state.merge(empty, outputs, 0)
+    state.merge(short, outputs, 1)
+    logits, fusion = backend.classify(state.head_inputs())
+    assert np.isfinite(logits).all() and np.isfinite(fusion).all()

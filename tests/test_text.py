@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from hdc.text import Segmenter, split_sentences, train_tokenizer
+
+TEXT = (
+    "Dr. Smith arrived in the U.S. on Monday. He said: \"It's fine.\" Then he left!\n\n"
+    "Café naïve — 東京 is busy 🙂. A second paragraph follows. Numbers like 3.5 stay whole."
+)
+
+
+@pytest.fixture(scope="module")
+def segmenter(assets):
+    texts = [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")] + [TEXT] * 5
+    return Segmenter(train_tokenizer(texts, 400), phrase_tokens=4, sentence_tokens=12)
+
+
+def test_sentences_respect_abbreviations_and_paragraphs():
+    spans, _ = split_sentences(TEXT)
+    sentences = [TEXT[a:b] for a, b in spans]
+    assert sentences[0] == "Dr. Smith arrived in the U.S. on Monday."
+    assert sentences[1] == "He said: \"It's fine.\""
+    assert sentences[2] == "Then he left!"
+    assert sentences[3].startswith("Café")
+    assert "3.5 stay whole." in sentences[-1]
+
+
+def test_token_offsets_round_trip_to_the_text(segmenter):
+    segments = segmenter.segment(TEXT, offsets=True)
+    real = segments.tokens > 0
+    ids, spans = segments.tokens[real] - 1, segments.token_spans[real]
+    # Byte-level BPE may split one character into several byte tokens: they share its span.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (a, b) in zip(ids, spans):
+        groups.setdefault((int(a), int(b)), []).append(int(i))
+    for (a, b), members in groups.items():
+        assert segmenter.tokenizer.decode(members).strip() == TEXT[a:b]
+    covered = np.zeros(len(TEXT), int)
+    for a, b in groups:
+        covered[a:b] += 1
+    visible = np.array([not c.isspace() for c in TEXT])
+    assert (covered[visible] == 1).all() and (covered[~visible] == 0).all()
+
+
+def test_phrases_stay_inside_sentences_and_are_balanced(segmenter):
+    segments = segmenter.segment(TEXT * 3, offsets=True)
+    lengths = np.count_nonzero(segments.tokens, 1)
+    assert lengths.min() >= 1 and lengths.max() <= 4
+    for s in range(segments.num_sentences):
+        mine = lengths[segments.phrase_sentence == s]
+        assert mine.max() - mine.min() <= 1  # balanced
+        assert mine.sum() <= 12  # long sentences are cut into pieces
+        a, b = segments.sentence_spans[s]
+        spans = segments.phrase_spans[segments.phrase_sentence == s]
+        assert spans[:, 0].min() == a and spans[:, 1].max() == b
+
+
+def test_chunked_reading_gives_the_same_segments(segmenter):
+    text = TEXT * 40
+    whole = segmenter.segment(text, offsets=True)
+    for chunk in (7, 100, 1000):
+        blocks = list(segmenter.blocks([text[i : i + chunk] for i in range(0, len(text), chunk)], 64, offsets=True))
+        assert len(blocks) > 1
+        assert all(b.num_phrases <= 64 // 4 for b in blocks)
+        assert np.array_equal(np.concatenate([b.tokens for b in blocks]), whole.tokens)
+        assert np.array_equal(np.concatenate([b.token_spans for b in blocks]), whole.token_spans)
+        assert np.array_equal(np.concatenate([b.sentence_spans for b in blocks]), whole.sentence_spans)
+        assert [b.first_phrase for b in blocks] == list(np.cumsum([0] + [b.num_phrases for b in blocks[:-1]]))
+
+
+def test_truncation_keeps_leading_tokens(segmenter):
+    segments = segmenter.segment(TEXT * 10, max_tokens=50)
+    assert 40 <= segments.num_tokens <= 50
+    assert np.array_equal(segments.tokens, segmenter.segment(TEXT * 10).tokens[: segments.num_phrases])
+
+
+def test_empty_and_whitespace_text(segmenter):
+    for text in ("", "   \n\n  "):
+        segments = segmenter.segment(text)
+        assert segments.num_phrases == 0 and segments.num_tokens == 0
+    assert list(segmenter.blocks(["", "  "], 64)) == []
