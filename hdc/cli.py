@@ -142,6 +142,24 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
         sys.exit(1)
 
 
+@cli.command(context_settings=CONTEXT)
+@MODEL
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Quantize the block graph's weights to int8 (smaller, faster).")
+@click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset; default: the exporter's.")
+def export(model, out_dir, quantize, opset):
+    """Export MODEL (run directory or checkpoint) to an ONNX bundle in OUT_DIR.
+
+    The bundle (block.onnx, head.onnx, tokenizer.json, model.json, manifest.json) runs without
+    torch: `hdc predict OUT_DIR ...` with a base install. The export is checked with
+    onnx.checker and for parity with torch before it is put in place.
+    """
+    from .export import export as run
+
+    manifest = run(model, out_dir, quantize, opset)
+    click.echo(json.dumps(manifest, indent=1))
+
+
 def main() -> None:
     cli(prog_name="hdc")
 

@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50
     label_smoothing: float = 0.1
+    sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
@@ -86,8 +87,11 @@ def _coerce(value, hint, where: str):
         if not isinstance(value, bool):
             raise UsageError(f"{where} must be true or false, got {value!r}")
         return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML reads 3e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{where} must be a number, got {value!r}") from None
     if hint in (int, float, str) and not (isinstance(value, hint) and not isinstance(value, bool)):
         raise UsageError(f"{where} must be a {hint.__name__}, got {value!r}")
     return value

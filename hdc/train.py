@@ -148,6 +148,23 @@ class DocumentData(L.LightningDataModule):
 # Model
 
 
+def drop_sentences(inputs: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
+    """Remove each sentence with probability p (each document keeps at least one), so the model
+    cannot lean on a few sentences such as bylines and boilerplate."""
+    sentence_mask = inputs["sentence_mask"]
+    dropped = (torch.rand(sentence_mask.shape) < p) & sentence_mask
+    first = sentence_mask.float().argmax(-1)
+    dropped[torch.arange(len(dropped)), first] &= dropped.sum(-1) < sentence_mask.sum(-1)
+    phrase_sentence = inputs["phrase_sentence"]
+    dropped_phrase = torch.gather(dropped, 1, phrase_sentence.clamp_min(0)) & (phrase_sentence >= 0)
+    return {
+        "tokens": inputs["tokens"].masked_fill(dropped_phrase[..., None], 0),
+        "phrase_sentence": phrase_sentence.masked_fill(dropped_phrase, -1),
+        "sentence_mask": sentence_mask & ~dropped,
+        "selectable": inputs["selectable"] & ~dropped_phrase,
+    }
+
+
 class LitClassifier(L.LightningModule):
     def __init__(self, info: ModelInfo):
         super().__init__()
@@ -170,6 +187,8 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
+        if self.info.config.train.sentence_dropout:
+            inputs = drop_sentences(inputs, self.info.config.train.sentence_dropout)
         loss = self._loss(self.model(**inputs), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss
@@ -331,7 +350,7 @@ def _targets(examples: list[Example], labels: list[str], multilabel: bool) -> np
 def _quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*", ".*isinstance.*treespec.*"):
+    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*", ".*isinstance.*treespec.*", ".*smaller than the logging interval.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

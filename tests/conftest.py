@@ -39,3 +39,12 @@ def tiny_run(tmp_path_factory) -> Path:
     )
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run exported to an ONNX bundle."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    result = run_cli("export", tiny_run, out)
+    assert result.exit_code == 0, result.output
+    return out

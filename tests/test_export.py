@@ -1,0 +1,95 @@
+"""ONNX export and the torch-free runtime."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ASSETS, jsonl, run_cli
+from hdc.data import Document
+from hdc.export import parity
+from hdc.predict import load_predictor
+
+
+def documents():
+    texts = [json.loads(line)["text"] for line in open(ASSETS / "tiny_test.jsonl")]
+    docs = [Document("id", f"d{i}", text=t) for i, t in enumerate(texts[:20])]
+    docs.append(Document("id", "long", text=" ".join(texts)))  # ~5K tokens: several blocks below
+    return docs
+
+
+def test_bundle_layout_and_metadata(tiny_bundle):
+    import onnx
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"block.onnx", "head.onnx", "tokenizer.json", "model.json"}
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    props = {p.key: p.value for p in onnx.load(tiny_bundle / "block.onnx").metadata_props}
+    assert json.loads(props["labels"]) == ["cooking", "sport", "weather"]
+    assert {"config", "hdc_version", "torch_version", "tokenizer_sha256"} <= set(props)
+    assert not list(tiny_bundle.parent.glob(".tiny.tmp-*"))  # no half bundle left behind
+
+
+@pytest.mark.parametrize("block_tokens", [256, 1024, 65536])
+def test_parity_with_torch_at_several_shapes(tiny_run, tiny_bundle, block_tokens):
+    reference, candidate = load_predictor(tiny_run), load_predictor(tiny_bundle)
+    assert parity(reference, candidate, documents(), block_tokens) <= 1e-4
+    a = [o.probabilities.argmax() for o in reference.run(documents(), block_tokens=block_tokens)]
+    b = [o.probabilities.argmax() for o in candidate.run(documents(), block_tokens=block_tokens)]
+    assert a == b
+
+
+def test_runtime_works_with_torch_blocked(tiny_bundle):
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None\n"
+        "from hdc.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, "predict", str(tiny_bundle), "-"],
+                            input="Bake the pie for forty minutes until golden.\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    [record] = jsonl(result.stdout)
+    assert record["label"] == "cooking"
+    assert "torch" not in result.stderr.lower()
+
+
+def test_predictions_from_bundle_match_checkpoint(tiny_run, tiny_bundle):
+    outputs = [jsonl(run_cli("predict", model, ASSETS / "tiny_test.jsonl").stdout) for model in (tiny_run, tiny_bundle)]
+    assert [r["label"] for r in outputs[0]] == [r["label"] for r in outputs[1]]
+    for a, b in zip(*outputs):
+        assert abs(a["top"][0]["prob"] - b["top"][0]["prob"]) <= 1e-4
+
+
+def test_tampered_bundles_are_refused(tiny_bundle, tmp_path):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_bundle, truncated)
+    data = (truncated / "block.onnx").read_bytes()
+    (truncated / "block.onnx").write_bytes(data[: len(data) // 2])
+    result = run_cli("predict", truncated, ASSETS / "folders")
+    assert result.exit_code == 1 and "block.onnx" in result.stderr and "does not match the manifest" in result.stderr
+
+    wrong_sha = tmp_path / "wrong_sha"
+    shutil.copytree(tiny_bundle, wrong_sha)
+    manifest = json.loads((wrong_sha / "manifest.json").read_text())
+    manifest["files"]["head.onnx"] = "0" * 64
+    (wrong_sha / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("evaluate", wrong_sha, ASSETS / "tiny_test.jsonl")
+    assert result.exit_code == 1 and "head.onnx" in result.stderr
+
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_bundle, missing)
+    (missing / "tokenizer.json").unlink()
+    result = run_cli("predict", missing, "-", input="text\n")
+    assert result.exit_code == 1 and "tokenizer.json: missing" in result.stderr
+
+
+def test_int8_export(tiny_run, tmp_path):
+    result = run_cli("export", tiny_run, tmp_path / "int8", "--quantize", "int8")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "int8" / "model.json").read_text())["quantize"] == "int8"
+    predicted = jsonl(run_cli("predict", tmp_path / "int8", ASSETS / "tiny_test.jsonl").stdout)
+    truth = [json.loads(line)["label"] for line in open(ASSETS / "tiny_test.jsonl")]
+    assert np.mean([r["label"] == t for r, t in zip(predicted, truth)]) >= 0.9
