@@ -160,6 +160,34 @@ def export(model, out_dir, quantize, opset):
     click.echo(json.dumps(manifest, indent=1))
 
 
+@cli.command(context_settings=CONTEXT)
+@MODEL
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the weights of every level, with character spans, as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML page.")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="For several files: one JSON and one HTML page each, plus index.html.")
+@click.option("--top", type=click.IntRange(min=1), default=5, help="How many sentences and phrases the summary lists.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
+@click.option("--block-tokens", type=click.IntRange(min=256), default=65536, help="Longer documents are streamed and summarised.")
+@_threads
+def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_tokens, threads):
+    """Show why MODEL labelled each FILE (or - for stdin): word, phrase and sentence weights and
+    the phrases the sparse path selected, lined up with the text.
+
+    Without --json/--html/--out-dir it prints a short summary. A document longer than
+    --block-tokens is streamed, and its report keeps the selected phrases and the top sentences
+    with their context.
+    """
+    from .explain import inspect as run
+
+    summaries, errors = run(model, list(inputs), json_path, html_path, out_dir, top, threshold, block_tokens, threads)
+    if not (json_path or html_path or out_dir):
+        click.echo("\n\n".join(summaries))
+    if errors:
+        click.echo(f"inspect: {errors} of {len(summaries)} documents failed", err=True)
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="hdc")
 

@@ -68,6 +68,7 @@ class Outcome:
     item: Document | BadInput
     probabilities: np.ndarray | None = None  # [C]
     state: DocumentState | None = None
+    fusion: np.ndarray | None = None  # [M, K] weight of each selected phrase in its query's output
     segments: Segments | None = None  # the whole document, when weights were asked for
     weights: dict[str, np.ndarray] | None = None  # its encode outputs (word, phrase, ... weights)
     error: str | None = None
@@ -141,13 +142,15 @@ class Predictor:
         state = run_document(self.backend, blocks, self.top_k, keep_sentences, meter)
         if state.tokens == 0:
             return Outcome(item, error="empty after cleaning: the text has no tokens")
-        return Outcome(item, probabilities=self._classify([state])[0], state=state)
+        probabilities, fusion = self._classify([state])
+        return Outcome(item, probabilities=probabilities[0], fusion=fusion[0], state=state)
 
-    def _classify(self, states: list[DocumentState]) -> np.ndarray:
+    def _classify(self, states: list[DocumentState]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [N, C] and fusion weights [N, M, K] of finished documents."""
         inputs = [s.head_inputs() for s in states]
         stacked = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
-        logits, _ = self.backend.classify(stacked)
-        return self.probabilities(logits)
+        logits, fusion = self.backend.classify(stacked)
+        return self.probabilities(logits), fusion
 
     def _flush(self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int) -> Iterator[Outcome]:
         """Run the pending short documents in length-sorted micro-batches, then yield them in order."""
@@ -178,11 +181,12 @@ class Predictor:
                         "phrase_scores": outputs["phrase_scores"][row, :, :P],
                     }
             start = stop
-        probabilities = self._classify([states[i] for i in range(len(pending))])
+        probabilities, fusion = self._classify([states[i] for i in range(len(pending))])
         for i, (item, segments) in enumerate(pending):
             yield Outcome(
                 item,
                 probabilities=probabilities[i],
+                fusion=fusion[i],
                 state=states[i],
                 segments=segments if weights else None,
                 weights=extra.get(i),
