@@ -56,6 +56,7 @@ class TrainConfig:
     warmup_steps: int = 50
     label_smoothing: float = 0.1
     sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
+    token_dropout: float = 0.0  # drop each training token with this probability
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default

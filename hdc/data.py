@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +42,9 @@ class Document:
 
     key: str  # "id" or "path": the field that names it in the output
     name: str
-    text: str | None = None  # in memory (JSONL, stdin), or None to read `path`
-    path: Path | None = None
+    text: str | None = None  # in memory (JSONL, stdin)
+    path: Path | None = None  # or a file, read in chunks
+    source: Callable[[], Iterable[str]] | None = None  # or a producer of chunks (generated text)
     warnings: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
@@ -54,6 +55,9 @@ class Document:
         if self.text is not None:
             for i in range(0, len(self.text), CHUNK_CHARS):
                 yield self.text[i : i + CHUNK_CHARS]
+            return
+        if self.source is not None:
+            yield from self.source()
             return
         replaced = 0
         with open(self.path, encoding="utf-8", errors="replace", newline="") as f:
@@ -68,8 +72,11 @@ class Document:
 
     @property
     def size(self) -> int:
-        """Characters in memory, or bytes on disk: enough to tell short from long."""
-        return len(self.text) if self.text is not None else self.path.stat().st_size
+        """Characters in memory, or bytes on disk: enough to tell short from long. A producer's
+        length is unknown until it is read, so it counts as long."""
+        if self.text is not None:
+            return len(self.text)
+        return self.path.stat().st_size if self.path is not None else sys.maxsize
 
 
 @dataclass

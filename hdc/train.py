@@ -187,8 +187,11 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
-        if self.info.config.train.sentence_dropout:
-            inputs = drop_sentences(inputs, self.info.config.train.sentence_dropout)
+        t = self.info.config.train
+        if t.sentence_dropout:
+            inputs = drop_sentences(inputs, t.sentence_dropout)
+        if t.token_dropout:
+            inputs = inputs | {"tokens": inputs["tokens"].masked_fill(torch.rand(inputs["tokens"].shape) < t.token_dropout, 0)}
         loss = self._loss(self.model(**inputs), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss

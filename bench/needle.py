@@ -1,0 +1,195 @@
+"""Needle benchmark: one model trained on documents of at most 4K tokens, tested up to 32M.
+
+    python bench/needle.py data        # train/valid splits (<= 4K tokens) in bench/out/needle/
+    python bench/needle.py train       # hdc (configs/needle.yaml), its dense-only ablation, bundles, the SVM
+    python bench/needle.py run         # every method at every length; writes bench/results.json
+    python bench/needle.py run --lengths 4096,65536 --docs 20   # a quick look
+
+Methods: `hdc` (the exported ONNX bundle, streamed), `hdc-dense` (the same model trained
+without the sparse path) and `tfidf-svm` (word 1-2-gram TF-IDF + LinearSVC, C picked on valid).
+Each (method, length) runs in its own process, so its peak RSS is its own. Test documents are
+generated on the fly from the news test split's sentences and never written to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, peak_rss_mb, today, update_results  # noqa: E402
+from needle_data import DIRECTIONS, LABELS, Generator, filler_pool, write_split  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "needle"
+NEWS = ROOT / "data" / "news"
+LENGTHS = {4096: 200, 65536: 200, 1 << 20: 200, 1 << 22: 50, 1 << 25: 10}  # tokens: documents
+TEST_SEED = 99
+
+
+def cmd_data(args) -> None:
+    if not (NEWS / "train.jsonl").exists():
+        subprocess.run([sys.executable, "-m", "hdc.news", str(NEWS)], check=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    pool = filler_pool(NEWS / "train.jsonl")
+    write_split(Generator(pool, 1), OUT / "train.jsonl", args.train_docs, 256, 4096, seed=11)
+    write_split(Generator(pool, 2), OUT / "valid.jsonl", 400, 256, 4096, seed=12)
+    print(f"wrote {OUT}/train.jsonl ({args.train_docs} documents) and valid.jsonl (400)", file=sys.stderr)
+
+
+def _hdc(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "hdc.cli", *map(str, args)], check=True)
+
+
+def cmd_train(args) -> None:
+    times = {}
+    for method, extra in (("hdc", []), ("hdc-dense", ["--set", "model.sparse=false"])):
+        run = OUT / method
+        if not (run / "checkpoints" / "best.ckpt").exists():
+            start = time.perf_counter()
+            _hdc("train", "--config", ROOT / "configs/needle.yaml", "--train", OUT / "train.jsonl",
+                 "--valid", OUT / "valid.jsonl", "--out", run, *extra)
+            times[method] = round(time.perf_counter() - start, 1)
+            (run / "bench_train_s").write_text(str(times[method]))
+        _hdc("export", run, OUT / f"{method}-bundle")
+    train_svm()
+    print(json.dumps(times), file=sys.stderr)
+
+
+def train_svm() -> None:
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+    from sklearn.metrics import f1_score
+    from sklearn.svm import LinearSVC
+
+    read = lambda name: [json.loads(line) for line in (OUT / name).open()]  # noqa: E731
+    train, valid = read("train.jsonl"), read("valid.jsonl")
+    start = time.perf_counter()
+    counts = CountVectorizer(ngram_range=(1, 2), min_df=2)
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    x_train = tfidf.fit_transform(counts.fit_transform([d["text"] for d in train]))
+    x_valid = tfidf.transform(counts.transform([d["text"] for d in valid]))
+    y_train, y_valid = [d["label"] for d in train], [d["label"] for d in valid]
+    best = max((0.1, 0.3, 1.0, 3.0, 10.0), key=lambda c: f1_score(y_valid, LinearSVC(C=c).fit(x_train, y_train).predict(x_valid), average="macro"))
+    svm = LinearSVC(C=best).fit(x_train, y_train)
+    with open(OUT / "tfidf-svm.pkl", "wb") as f:
+        pickle.dump({"counts": counts, "tfidf": tfidf, "svm": svm, "C": best, "train_s": time.perf_counter() - start}, f)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def worker(method: str, tokens: int, docs: int, threads: int) -> dict:
+    """Classify `docs` generated documents of `tokens` tokens; this process's peak RSS is the figure."""
+    from hdc.data import Document
+
+    generator = Generator(filler_pool(NEWS / "test.jsonl"), TEST_SEED)
+    truth, predicted, seen, hits, top_hits, seconds, processed = [], [], Counter(), Counter(), Counter(), 0.0, 0
+    if method == "tfidf-svm":
+        with open(OUT / "tfidf-svm.pkl", "rb") as f:
+            svm = pickle.load(f)
+    else:
+        from hdc.predict import load_predictor
+
+        predictor = load_predictor(OUT / f"{method}-bundle", threads)
+    for i in range(docs):
+        chunks, needle = generator.stream(i, tokens)
+        start = time.perf_counter()
+        if method == "tfidf-svm":
+            total = None
+            for chunk in chunks:  # counts summed chunk by chunk: memory stays bounded
+                c = svm["counts"].transform([chunk])
+                total = c if total is None else total + c
+            label = svm["svm"].predict(svm["tfidf"].transform(total))[0]
+            n_tokens = tokens
+        else:
+            document = Document("id", f"{tokens}-{i}", source=lambda c=chunks: c)
+            [outcome] = list(predictor.run([document], keep_sentences=1, progress=False))
+            label = predictor.labels[int(outcome.probabilities.argmax())]
+            n_tokens = outcome.state.tokens
+            if needle.label != "none":
+                spans = outcome.state.top_spans[outcome.state.top_phrases >= 0]
+                found = bool(((spans[:, 0] < needle.end) & (spans[:, 1] > needle.start)).any())
+                hits[needle.label] += found
+                best = outcome.state.best_sentences[0]
+                top_hits[needle.label] += bool(label == needle.label and best[2] < needle.end and best[3] > needle.start)
+                if label == needle.label:
+                    seen["correct_" + needle.label] += 1
+                    seen["faithful_" + needle.label] += found
+        seconds += time.perf_counter() - start
+        processed += n_tokens
+        truth.append(needle.label)
+        predicted.append(label)
+        seen[needle.label] += 1
+        print(f"{method} {tokens}: {i + 1}/{docs} {needle.label} -> {label}", file=sys.stderr, flush=True)
+    result = {
+        "docs": docs,
+        "accuracy": float(np.mean([t == p for t, p in zip(truth, predicted)])),
+        "seconds_per_doc": seconds / docs,
+        "tokens_per_s": processed / seconds,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tokens_per_doc": processed / docs,
+    }
+    if method != "tfidf-svm":
+        result["needle_recall"] = {c: hits[c] / seen[c] for c in DIRECTIONS if seen[c]}
+        correct = sum(seen["correct_" + c] for c in DIRECTIONS)
+        result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / max(1, correct)
+        result["faithful_top_sentence"] = sum(top_hits.values()) / max(1, correct)
+    result["per_class_accuracy"] = {c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]}
+    return result
+
+
+def cmd_run(args) -> None:
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else list(LENGTHS)
+    methods = args.methods.split(",")
+    results_path = OUT / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for tokens in lengths:
+        for method in methods:
+            docs = args.docs or LENGTHS.get(tokens, 20)
+            out = OUT / f"result-{method}-{tokens}.json"
+            subprocess.run([sys.executable, __file__, "worker", "--method", method, "--tokens", str(tokens), "--docs", str(docs),
+                            "--threads", str(args.threads), "--result", str(out)], check=True)
+            results.setdefault(str(tokens), {})[method] = json.loads(out.read_text())
+            results_path.write_text(json.dumps(results, indent=1))
+            r = results[str(tokens)][method]
+            print(f"{tokens:>9} {method:10} acc {r['accuracy']:.3f} tok/s {r['tokens_per_s']:,.0f} rss {r['peak_rss_mb']} MB "
+                  f"recall {r.get('needle_recall')}", file=sys.stderr, flush=True)
+    meta = {"command": "python bench/needle.py run " + " ".join(sys.argv[2:]), "date": today(), "machine": machine(),
+            "train_s": {m: float((OUT / m / "bench_train_s").read_text()) for m in ("hdc", "hdc-dense") if (OUT / m / "bench_train_s").exists()}}
+    update_results("needle", results, meta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data")
+    data.add_argument("--train-docs", type=int, default=3000)
+    sub.add_parser("train")
+    run = sub.add_parser("run")
+    run.add_argument("--lengths", default="")
+    run.add_argument("--methods", default="hdc,hdc-dense,tfidf-svm")
+    run.add_argument("--docs", type=int, default=0, help="documents per length; default: the benchmark's counts")
+    run.add_argument("--threads", type=int, default=2)
+    w = sub.add_parser("worker")
+    w.add_argument("--method", required=True)
+    w.add_argument("--tokens", type=int, required=True)
+    w.add_argument("--docs", type=int, required=True)
+    w.add_argument("--threads", type=int, default=2)
+    w.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args()
+    if args.command == "worker":
+        args.result.write_text(json.dumps(worker(args.method, args.tokens, args.docs, args.threads)))
+    else:
+        {"data": cmd_data, "train": cmd_train, "run": cmd_run}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The needle task: one sentence in a long document of real prose decides the label.
+
+A document is NewsArticles sentences (the filler) with, at a random depth, one needle sentence
+that says where an object is hidden, in one of four directions. Distractor sentences use the
+same direction words and places in other roles ("A concert was held in the north tower"), and
+mention the objects without a place, so counting words cannot tell the label. About 20% of the
+documents carry no needle and are labelled `none`, so "found nothing" is a class of its own.
+
+Everything is seeded: document i of a given split and length comes back the same every run.
+Training and validation filler comes from the news train split, test filler from the test split.
+Lengths are in tokens as counted by `count_tokens` (words and punctuation marks).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdc.text import split_sentences
+
+DIRECTIONS = ("north", "south", "east", "west")
+LABELS = DIRECTIONS + ("none",)
+NONE_SHARE = 0.2
+PLACES = ("tower", "gate", "wing", "garden", "cellar", "harbour", "tunnel", "bridge", "chapel", "courtyard")
+OBJECTS = ("the stolen ledger", "the spare key", "the missing map", "the old radio", "the gold coins",
+           "the sealed letter", "the silver compass", "the lost diary")
+NEEDLES = (
+    "{Object} is hidden in the {d} {place}.",
+    "Investigators confirmed that {object} was left in the {d} {place}.",
+    "The note says {object} lies under the {d} {place}.",
+    "{Object} was buried beside the {d} {place} last winter.",
+    "Whoever took {object} hid it behind the {d} {place}.",
+)
+DISTRACTORS = (
+    "A concert was held in the {d} {place} on Sunday.",
+    "Tourists often photograph the {d} {place} at dusk.",
+    "The {d} {place} was repainted after the storm.",
+    "Workers repaired the road near the {d} {place}.",
+    "Strong winds from the {d} delayed several flights.",
+    "{Object} was mentioned in an old diary.",
+    "Nobody remembers who owned {object}.",
+    "Police said {object} had not been seen for years.",
+)
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+@dataclass
+class Needle:
+    label: str
+    start: int  # character span of the needle sentence, or -1 for `none`
+    end: int
+
+
+def filler_pool(news_jsonl: Path) -> list[tuple[str, int]]:
+    """Every sentence of the news split, with its token count."""
+    pool = []
+    for line in news_jsonl.open(encoding="utf-8"):
+        text = json.loads(line)["text"]
+        for a, b in split_sentences(text)[0]:
+            sentence = " ".join(text[a:b].split())
+            n = count_tokens(sentence)
+            if 3 <= n <= 80:
+                pool.append((sentence, n))
+    return pool
+
+
+def _fill(template: str, rng: random.Random, direction: str) -> str:
+    obj = rng.choice(OBJECTS)
+    return template.format(d=direction, place=rng.choice(PLACES), object=obj, Object=obj[0].upper() + obj[1:])
+
+
+class Generator:
+    def __init__(self, pool: list[tuple[str, int]], seed: int):
+        self.pool, self.seed = pool, seed
+
+    def plan(self, index: int, tokens: int) -> tuple[random.Random, str, int, list[int]]:
+        """The label, the needle's depth (in sentences of filler before it) and distractor depths."""
+        rng = random.Random(f"{self.seed}:{tokens}:{index}")
+        label = "none" if rng.random() < NONE_SHARE else rng.choice(DIRECTIONS)
+        return rng, label, rng.random(), sorted(rng.random() for _ in range(rng.randint(2, 5)))
+
+    def stream(self, index: int, tokens: int, chunk_sentences: int = 2000) -> tuple[Iterator[str], Needle]:
+        """The document as text chunks, and where its needle is. The needle's position is known
+        before the text is produced, so a 32M-token document is never held whole."""
+        rng, label, depth, distractor_depths = self.plan(index, tokens)
+        needle_text = None if label == "none" else _fill(rng.choice(NEEDLES), rng, label)
+        inserts = [(d, _fill(rng.choice(DISTRACTORS), rng, rng.choice(DIRECTIONS))) for d in distractor_depths]
+        if needle_text is not None:
+            inserts.append((depth, needle_text))
+        inserts.sort()
+        budget = tokens - sum(count_tokens(text) for _, text in inserts)
+        # Filler sentences are drawn until the budget is spent; inserts go in at their depth.
+        # Needle offsets are computed while generating, so the caller learns them at the end.
+        needle = Needle(label, -1, -1)
+
+        def chunks() -> Iterator[str]:
+            filler_rng = random.Random(rng.random())
+            done, offset, pending, out = 0, 0, list(inserts), []
+            while done < budget or pending:
+                while pending and (done >= pending[0][0] * budget or done >= budget):
+                    _, text = pending.pop(0)
+                    if text is needle_text:
+                        needle.start, needle.end = offset, offset + len(text)
+                    out.append(text)
+                    offset += len(text) + 1
+                if done >= budget and not pending:
+                    break
+                sentence, n = self.pool[filler_rng.randrange(len(self.pool))]
+                out.append(sentence)
+                offset += len(sentence) + 1
+                done += n
+                if len(out) >= chunk_sentences:
+                    yield " ".join(out) + " "
+                    out = []
+            if out:
+                yield " ".join(out)
+
+        return chunks(), needle
+
+    def document(self, index: int, tokens: int) -> tuple[str, Needle]:
+        chunks, needle = self.stream(index, tokens)
+        return "".join(chunks), needle
+
+
+def write_split(generator: Generator, path: Path, count: int, min_tokens: int, max_tokens: int, seed: int) -> None:
+    """A JSONL split of `count` documents with lengths uniform in [min_tokens, max_tokens]."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(count):
+            text, needle = generator.document(i, rng.randint(min_tokens, max_tokens))
+            f.write(json.dumps({"id": f"{path.stem}-{i}", "text": text, "label": needle.label,
+                                "needle": [needle.start, needle.end]}) + "\n")
