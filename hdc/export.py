@@ -54,8 +54,8 @@ class BlockGraph(nn.Module):
         super().__init__()
         self.model, self.names = model, block_outputs(model)
 
-    def forward(self, tokens, phrase_sentence, sentence_mask, selectable):
-        state = self.model.encode(tokens, phrase_sentence, sentence_mask, selectable)
+    def forward(self, tokens, phrase_sentence, sentence_phrases, selectable):
+        state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable)
         return tuple(state[name] for name in self.names)
 
 
@@ -80,12 +80,14 @@ def _sha256(path: Path) -> str:
 
 def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | None) -> None:
     c = model.config
-    B, P, S, T, M, K, D = 2, 12, 5, c.phrase_tokens, c.queries, c.top_k, c.d_model
+    B, P, S, Q, T, M, K, D = 2, 11, 4, 3, c.phrase_tokens, c.queries, c.top_k, c.d_model
     # Sizes >= 2 everywhere: a traced size of 1 would be baked into the graph.
     tokens = torch.randint(1, c.vocab_size, (B, P, T))
-    phrase_sentence = (torch.arange(P) * S // P).expand(B, P).contiguous()
-    block_args = (tokens, phrase_sentence, torch.ones(B, S, dtype=torch.bool), torch.ones(B, P, dtype=torch.bool))
-    batch, phrases, sentences = torch.export.Dim("batch", min=1), torch.export.Dim("phrases", min=1), torch.export.Dim("sentences", min=1)
+    phrase_sentence = (torch.arange(P) // Q).expand(B, P).contiguous()
+    sentence_phrases = torch.cat([torch.arange(P), torch.tensor([-1])]).view(S, Q).expand(B, S, Q).contiguous()
+    block_args = (tokens, phrase_sentence, sentence_phrases, torch.ones(B, P, dtype=torch.bool))
+    batch, phrases = torch.export.Dim("batch", min=1), torch.export.Dim("phrases", min=1)
+    sentences, slots = torch.export.Dim("sentences", min=1), torch.export.Dim("slots", min=1)
     head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D)]
     if c.ngram_orders:
         head_args += [torch.randn(B, c.ngram_dim), torch.rand(B) + 1]
@@ -96,7 +98,7 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
             input_names=list(INPUTS), output_names=list(block_outputs(model)),
             dynamic_shapes={
                 "tokens": {0: batch, 1: phrases}, "phrase_sentence": {0: batch, 1: phrases},
-                "sentence_mask": {0: batch, 1: sentences}, "selectable": {0: batch, 1: phrases},
+                "sentence_phrases": {0: batch, 1: sentences, 2: slots}, "selectable": {0: batch, 1: phrases},
             },
             dynamo=True, external_data=False, opset_version=opset, verbose=False,
         )

@@ -42,7 +42,7 @@ STATE = ("dense_max", "dense_sum", "dense_acc", "top_scores", "top_phrases", "to
 NGRAM_STATE = ("ngram_sum", "ngram_count")
 # What `encode` also returns for inspection: never merged, only mapped back to the text.
 WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
-INPUTS = ("tokens", "phrase_sentence", "sentence_mask", "selectable")
+INPUTS = ("tokens", "phrase_sentence", "sentence_phrases", "selectable")
 
 
 @dataclass
@@ -136,11 +136,13 @@ class HierarchicalClassifier(nn.Module):
     # ----------------------------------------------------------------------------------------
     # encode: one block of phrases -> mergeable state (+ weights for inspection)
 
-    def encode(self, tokens: Tensor, phrase_sentence: Tensor, sentence_mask: Tensor, selectable: Tensor) -> dict[str, Tensor]:
-        """tokens [B, P, T] (0 = padding), phrase_sentence [B, P] (sentence of each phrase; -1 for
-        padding), sentence_mask [B, S], selectable [B, P] (phrases the sparse path may pick)."""
+    def encode(self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor) -> dict[str, Tensor]:
+        """tokens [B, P, T] (0 = padding); phrase_sentence [B, P], the sentence of each phrase (-1:
+        padding); sentence_phrases [B, S, Q], the phrases of each sentence (-1: padding);
+        selectable [B, P], the phrases the sparse path may pick."""
         c = self.config
         B, P, T = tokens.shape
+        S, Q = sentence_phrases.shape[1:]
         D = c.d_model
 
         # --- word level: tokens -> phrase vectors, token states, word weights
@@ -156,13 +158,19 @@ class HierarchicalClassifier(nn.Module):
         cls_to_tokens = attention[:, :, T, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
         word_weights = cls_to_tokens / cls_to_tokens.sum(-1, keepdim=True).clamp_min(1e-12)
 
-        # --- phrase level: phrases -> sentences, pooled inside each sentence
-        S = sentence_mask.shape[1]
-        member = phrase_sentence[:, None, :] == torch.arange(S, device=tokens.device)[None, :, None]  # [B, S, P]
-        phrase_scores_in_sentence = self.phrase_pool(phrase)  # [B, P]
-        pool = masked_softmax(phrase_scores_in_sentence[:, None, :].expand(B, S, P), member)  # [B, S, P]
-        sentences = pool @ phrase  # [B, S, D]
-        phrase_weights = pool.sum(1)  # [B, P]: each phrase is in one sentence
+        # --- phrase level: phrases -> sentences, pooled inside each sentence. Gathering each
+        # sentence's (at most Q) phrases keeps this linear in the block's length.
+        sentence_mask = sentence_phrases[:, :, 0] >= 0  # [B, S]
+        slots = sentence_phrases.clamp_min(0).view(B, S * Q)
+        scores = torch.gather(self.phrase_pool(phrase), 1, slots).view(B, S, Q)
+        pool = masked_softmax(scores, sentence_phrases >= 0)  # [B, S, Q]
+        members = torch.gather(phrase, 1, slots[:, :, None].expand(B, S * Q, D)).view(B, S, Q, D)
+        sentences = torch.einsum("bsq,bsqd->bsd", pool, members)  # [B, S, D]
+        # each phrase's weight inside its sentence, read back from its slot
+        in_sentence = phrase_sentence.clamp_min(0)
+        first = torch.gather(sentence_phrases[:, :, 0], 1, in_sentence)  # [B, P]
+        slot = in_sentence * Q + torch.arange(P, device=tokens.device) - first
+        phrase_weights = torch.gather(pool.view(B, S * Q), 1, slot.clamp(0, S * Q - 1)) * (phrase_sentence >= 0)
 
         # --- document level, dense: online-softmax statistics of sentence pooling
         sentence_scores = self.sentence_pool(sentences).masked_fill(~sentence_mask, NEG)  # [B, S]
@@ -247,12 +255,12 @@ class HierarchicalClassifier(nn.Module):
 
     # ----------------------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, phrase_sentence: Tensor, sentence_mask: Tensor, selectable: Tensor, return_attention: bool = False):
-        state = self.encode(tokens, phrase_sentence, sentence_mask, selectable)
+    def forward(self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor, return_attention: bool = False):
+        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable)
         logits, fusion = self.classify(state)
         if not return_attention:
             return logits
-        sentence = masked_softmax(state["sentence_scores"], sentence_mask)
+        sentence = masked_softmax(state["sentence_scores"], sentence_phrases[:, :, 0] >= 0)
         return logits, Attention(
             word=state["word_weights"],
             phrase=state["phrase_weights"],

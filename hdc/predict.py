@@ -129,8 +129,7 @@ class Predictor:
                 yield Outcome(item, error="empty after cleaning: the text has no tokens")
             elif segments.num_tokens > block_tokens:
                 yield from self._flush(pending, batch_tokens, weights, keep_sentences)
-                blocks = self.segmenter.blocks([item.read()], block_tokens, offsets=weights)
-                yield self._stream(item, blocks, keep_sentences, progress)
+                yield self._stream(item, segments.blocks(block_tokens), keep_sentences, progress)
             else:
                 pending.append((item, segments))
                 if sum(s.num_tokens for _, s in pending) >= batch_tokens:

@@ -46,21 +46,25 @@ def first_occurrences(tokens: np.ndarray) -> np.ndarray:
 
 def collate(documents: list[Segments], selectable: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Pad documents (or blocks) into the model's inputs: tokens [B, P, T], phrase_sentence
-    [B, P], sentence_mask [B, S], selectable [B, P]."""
+    [B, P], sentence_phrases [B, S, Q] (the phrases of each sentence) and selectable [B, P]."""
     B = len(documents)
     T = documents[0].tokens.shape[1]
     P = max(1, max(d.num_phrases for d in documents))
     S = max(1, max(d.num_sentences for d in documents))
+    counts = [np.bincount(d.phrase_sentence, minlength=d.num_sentences) for d in documents]
+    Q = max(1, max((int(c.max()) for c in counts if len(c)), default=1))
     tokens = np.zeros((B, P, T), np.int64)
     phrase_sentence = np.full((B, P), -1, np.int64)
-    sentence_mask = np.zeros((B, S), bool)
+    sentence_phrases = np.full((B, S, Q), -1, np.int64)
     chosen = np.zeros((B, P), bool)
-    for b, d in enumerate(documents):
-        tokens[b, : d.num_phrases] = d.tokens
-        phrase_sentence[b, : d.num_phrases] = d.phrase_sentence
-        sentence_mask[b, : d.num_sentences] = True
-        chosen[b, : d.num_phrases] = first_occurrences(d.tokens) if selectable is None else selectable[b]
-    return {"tokens": tokens, "phrase_sentence": phrase_sentence, "sentence_mask": sentence_mask, "selectable": chosen}
+    for b, (d, count) in enumerate(zip(documents, counts)):
+        n = d.num_phrases
+        tokens[b, :n] = d.tokens
+        phrase_sentence[b, :n] = d.phrase_sentence
+        position = np.arange(n) - (np.cumsum(count) - count)[d.phrase_sentence]
+        sentence_phrases[b, d.phrase_sentence, position] = np.arange(n)
+        chosen[b, :n] = first_occurrences(d.tokens) if selectable is None else selectable[b]
+    return {"tokens": tokens, "phrase_sentence": phrase_sentence, "sentence_phrases": sentence_phrases, "selectable": chosen}
 
 
 @dataclass

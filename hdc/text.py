@@ -19,24 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-# A sentence ends at [.!?] (plus closing quotes/brackets) before whitespace and a capital,
-# digit or opening quote, or at a blank line.
-_BREAK = re.compile(r"""(?<=[.!?])(?P<close>["'\u201d\u2019)\]]*)\s+(?=["'\u201c\u2018(\[]*[A-Z0-9])|\n[ \t\r\f\v]*\n\s*""")
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr st jr sr prof gen gov sen rep col lt sgt capt mt ft no vs etc inc ltd co corp "
-    "jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e u.s u.k u.n a.m p.m".split()
+_ABBREVIATIONS = (
+    "Mr Mrs Ms Dr St Jr Sr Prof Gen Gov Sen Rep Col Lt Sgt Capt Mt Ft No vs etc Inc Ltd Co Corp "
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec U.S U.K U.N a.m p.m e.g i.e"
+).split()
+# A sentence ends at [.!?] (plus closing quotes/brackets) before whitespace and a capital, digit
+# or opening quote, unless the period ends an abbreviation or an initial; or at a blank line.
+# The exceptions are fixed-width lookbehinds, so the whole search runs inside the regex engine.
+_BREAK = re.compile(
+    r"(?<=[.!?])"
+    + "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+    + r"(?<!\b[A-Z]\.)"
+    + r"""(?P<close>["'\u201d\u2019)\]]*)\s+(?=["'\u201c\u2018(\[]*[A-Z0-9])"""
+    + r"|\n[ \t\r\f\v]*\n\s*"
 )
-_WORD_BEFORE = re.compile(r"(\S+)[.!?][\"'\u201d\u2019)\]]*$")
 WORD_START = "\u0120"  # the byte-level BPE marker of a word's first token ("Ġ")
 MAX_SENTENCE_CHARS = 20_000  # a longer run without a boundary is cut, at whitespace if it can be
-
-
-def _is_abbreviation(text: str, end: int) -> bool:
-    match = _WORD_BEFORE.search(text, max(0, end - 12), end)
-    if match is None:
-        return False
-    word = match.group(1).lower().lstrip("(\"'\u201c\u2018")
-    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
 
 
 def _cut_long(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -57,10 +55,9 @@ def split_sentences(text: str, final: bool = True) -> tuple[list[tuple[int, int]
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _BREAK.finditer(text):
-        end = match.start() + len(match.group("close") or "")  # closing quotes stay with their sentence
-        if match.group().startswith("\n") or not _is_abbreviation(text, match.start()):
-            spans.extend(_cut_long(text, start, end))
-            start = match.end()
+        end = match.end("close")  # closing quotes stay with their sentence
+        spans.extend(_cut_long(text, start, end if end >= 0 else match.start()))
+        start = match.end()
     rest = len(text)
     if not final:
         # Keep the unfinished sentence for the next chunk, except the pieces already too long.
@@ -71,6 +68,9 @@ def split_sentences(text: str, final: bool = True) -> tuple[list[tuple[int, int]
         spans.extend(_cut_long(text, start, len(text)))
     trimmed = []
     for a, b in spans:
+        if a < b and not (text[a].isspace() or text[b - 1].isspace()):
+            trimmed.append((a, b))  # the common case: breaks already consumed the whitespace
+            continue
         piece = text[a:b]
         stripped = piece.strip()
         if stripped:
@@ -138,6 +138,18 @@ class Segments:
             first_phrase=self.first_phrase + int(first),
         )
 
+    def blocks(self, block_tokens: int) -> Iterator[Segments]:
+        """Cut at sentence boundaries into blocks of at most block_tokens // T phrases (a longer
+        sentence stays whole: sentence_tokens bounds it)."""
+        block_phrases = max(1, block_tokens // self.tokens.shape[1])
+        ends = np.cumsum(np.bincount(self.phrase_sentence, minlength=self.num_sentences))
+        start = 0
+        while start < self.num_sentences:
+            done = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, done + block_phrases, "right")))
+            yield self.sentences(start, stop)
+            start = stop
+
 
 class Segmenter:
     """Cuts text into Segments with a trained tokenizer."""
@@ -168,7 +180,6 @@ class Segmenter:
     ) -> Iterator[Segments]:
         """Segments of at most ~block_tokens tokens each, cut at sentence boundaries, from a
         text that arrives in chunks. Only one chunk and its carried-over tail are held at once."""
-        block_phrases = max(1, block_tokens // self.phrase_tokens)
         carry, carry_start = "", 0  # the unfinished text and its offset in the document
         next_sentence = next_phrase = 0
         chunks = iter(chunks)
@@ -181,7 +192,7 @@ class Segmenter:
             segments.first_sentence, segments.first_phrase = next_sentence, next_phrase
             next_sentence += segments.num_sentences
             next_phrase += segments.num_phrases
-            yield from _cut_blocks(segments, block_phrases)
+            yield from segments.blocks(block_tokens)
             carry, carry_start = text[rest:], carry_start + rest
             chunk = following
 
@@ -266,16 +277,3 @@ def _truncate(segments: Segments, max_tokens: int) -> Segments:
     if cut.token_spans is not None:
         cut.token_spans = cut.token_spans[:keep]
     return cut
-
-
-def _cut_blocks(segments: Segments, block_phrases: int) -> Iterator[Segments]:
-    """Cut at sentence boundaries into pieces of at most block_phrases phrases (a sentence longer
-    than that stays whole: sentence_tokens bounds it)."""
-    phrases_per_sentence = np.bincount(segments.phrase_sentence, minlength=segments.num_sentences)
-    ends = np.cumsum(phrases_per_sentence)
-    start = 0
-    while start < segments.num_sentences:
-        done = ends[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(ends, done + block_phrases, "right")))
-        yield segments.sentences(start, stop)
-        start = stop

@@ -151,16 +151,17 @@ class DocumentData(L.LightningDataModule):
 def drop_sentences(inputs: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
     """Remove each sentence with probability p (each document keeps at least one), so the model
     cannot lean on a few sentences such as bylines and boilerplate."""
-    sentence_mask = inputs["sentence_mask"]
-    dropped = (torch.rand(sentence_mask.shape) < p) & sentence_mask
-    first = sentence_mask.float().argmax(-1)
-    dropped[torch.arange(len(dropped)), first] &= dropped.sum(-1) < sentence_mask.sum(-1)
+    sentence_phrases = inputs["sentence_phrases"]
+    present = sentence_phrases[:, :, 0] >= 0  # [B, S]
+    dropped = (torch.rand(present.shape) < p) & present
+    everything = dropped.sum(-1) == present.sum(-1)
+    dropped[torch.arange(len(dropped)), present.float().argmax(-1)] &= ~everything
     phrase_sentence = inputs["phrase_sentence"]
     dropped_phrase = torch.gather(dropped, 1, phrase_sentence.clamp_min(0)) & (phrase_sentence >= 0)
     return {
         "tokens": inputs["tokens"].masked_fill(dropped_phrase[..., None], 0),
         "phrase_sentence": phrase_sentence.masked_fill(dropped_phrase, -1),
-        "sentence_mask": sentence_mask & ~dropped,
+        "sentence_phrases": sentence_phrases.masked_fill(dropped[..., None], -1),
         "selectable": inputs["selectable"] & ~dropped_phrase,
     }
 

@@ -13,9 +13,9 @@ def batch():
     tokens[0, 4, 2:] = 0  # a short phrase
     tokens[1, 2:] = 0  # padding phrases
     phrase_sentence = torch.tensor([[0, 0, 1, 2, 2], [0, 0, -1, -1, -1]])
-    sentence_mask = torch.tensor([[True, True, True], [True, False, False]])
+    sentence_phrases = torch.tensor([[[0, 1], [2, -1], [3, 4]], [[0, 1], [-1, -1], [-1, -1]]])
     selectable = tokens.gt(0).any(-1)
-    return dict(tokens=tokens, phrase_sentence=phrase_sentence, sentence_mask=sentence_mask, selectable=selectable)
+    return dict(tokens=tokens, phrase_sentence=phrase_sentence, sentence_phrases=sentence_phrases, selectable=selectable)
 
 
 def model() -> HierarchicalClassifier:

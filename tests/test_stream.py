@@ -117,3 +117,24 @@ def test_empty_and_padding_blocks_give_no_nan(setup):
     state.merge(short, outputs, 1)
     logits, fusion = backend.classify(state.head_inputs())
     assert np.isfinite(logits).all() and np.isfinite(fusion).all()
+
+
+def test_million_token_document_through_predict(tiny_run, tmp_path):
+    """A 1M-token file goes through `hdc predict`, streamed in blocks (no timing asserted)."""
+    from conftest import ASSETS, jsonl, run_cli
+
+    texts = [json.loads(line)["text"] for line in open(ASSETS / "tiny_train.jsonl")]
+    path = tmp_path / "long.txt"
+    with open(path, "w") as f:
+        written = 0
+        while written < 5_200_000:  # ~1.05M tokens of the tiny tokenizer
+            for t in texts:
+                f.write(t + "\n\n")
+                written += len(t) + 2
+    result = run_cli("predict", tiny_run, path, "--block-tokens", "65536")
+    assert result.exit_code == 0, result.output
+    [record] = jsonl(result.stdout)
+    assert record["label"] in ("cooking", "sport", "weather")
+    assert "tokens/s" in result.stderr  # progress for a long document
+    final = [line for line in result.stderr.splitlines() if "tokens/s" in line][-1]
+    assert int(final.split(": ")[1].split(" tokens")[0].replace(",", "")) >= 1_000_000
