@@ -188,6 +188,26 @@ def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_
         sys.exit(1)
 
 
+@cli.command(context_settings=CONTEXT)
+@MODEL
+@click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port; 0 picks a free one.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=10 << 20, help="Largest request body accepted.")
+@click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels each record lists.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
+@_threads
+def serve(model, host, port, max_bytes, k, threshold, threads):
+    """Serve MODEL (a bundle, or a run directory) over HTTP: POST /classify, GET /health, GET /labels.
+
+    \b
+    curl -s localhost:8000/classify -d '{"text": "Heavy rain is expected tomorrow."}'
+    curl -s localhost:8000/classify -d '{"texts": ["first document", "second document"]}'
+    """
+    from .serve import serve as run
+
+    run(model, host, port, threads, max_bytes, k, threshold)
+
+
 def main() -> None:
     cli(prog_name="hdc")
 

@@ -1,0 +1,155 @@
+"""ONNX benchmark: parity, throughput and int8 of the exported bundle against eager torch.
+
+    python bench/onnx.py                 # needs bench/out/news/hdc (bench/news.py) and
+                                         # bench/out/needle/hdc (bench/needle.py train)
+    python bench/onnx.py --install-size  # also builds a runtime-only venv to measure its size
+
+Everything is measured in this one process, torch and ONNX Runtime on the same documents with
+the same thread count, so the speed figures are ratios taken side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, today, update_results  # noqa: E402
+from needle_data import Generator, filler_pool  # noqa: E402
+
+from hdc.data import Document, load_examples  # noqa: E402
+from hdc.export import export  # noqa: E402
+from hdc.metrics import scores  # noqa: E402
+from hdc.predict import load_predictor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "onnx"
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def run(predictor, documents, block_tokens=65536):
+    start = time.perf_counter()
+    outcomes = list(predictor.run(documents, block_tokens=block_tokens, progress=False))
+    seconds = time.perf_counter() - start
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+    tokens = sum(o.state.tokens for o in outcomes)
+    return np.stack([o.probabilities for o in outcomes]), tokens / seconds
+
+
+def set_threads(predictors, threads: int) -> None:
+    torch.set_num_threads(threads)
+    for p in predictors:
+        if hasattr(p.backend, "block"):  # rebuild ORT sessions with this many threads
+            from hdc.runtime import OrtBackend
+
+            p.backend = OrtBackend(Path(p.source), threads)
+
+
+def news_documents(path: Path):
+    examples = load_examples(path)
+    return [Document("id", e.id, text=e.text) for e in examples], examples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--news-run", type=Path, default=ROOT / "bench/out/news/hdc")
+    parser.add_argument("--needle-run", type=Path, default=ROOT / "bench/out/needle/hdc")
+    parser.add_argument("--install-size", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+
+    bundles = {}
+    for name, run_dir in (("news", args.news_run), ("needle", args.needle_run)):
+        for quantize in (None, "int8"):
+            if name == "needle" and quantize:
+                continue
+            out = OUT / f"{name}-{quantize or 'fp32'}"
+            start = time.perf_counter()
+            manifest = export(run_dir, out, quantize=quantize)
+            bundles[(name, quantize)] = out
+            results.setdefault("bundle", {})[f"{name}-{quantize or 'fp32'}"] = {
+                "size_mb": round(folder_mb(out), 2), "export_s": round(time.perf_counter() - start, 1),
+                "export_parity_max_abs_diff": manifest["parity_max_abs_diff"],
+            }
+
+    # --- news: parity, throughput at 1 and 2 threads, int8 accuracy
+    documents, examples = news_documents(ROOT / "data/news/test.jsonl")
+    labels = None
+    torch_p = load_predictor(args.news_run)
+    fp32 = load_predictor(bundles[("news", None)])
+    int8 = load_predictor(bundles[("news", "int8")])
+    labels = list(torch_p.labels)
+    y = np.asarray([labels.index(e.label) for e in examples])
+    news = {}
+    for threads in (1, 2):
+        set_threads([torch_p, fp32, int8], threads)
+        p_torch, tps_torch = run(torch_p, documents)
+        p_fp32, tps_fp32 = run(fp32, documents)
+        p_int8, tps_int8 = run(int8, documents)
+        news[f"threads_{threads}"] = {
+            "torch_tokens_per_s": round(tps_torch), "onnx_tokens_per_s": round(tps_fp32), "int8_tokens_per_s": round(tps_int8),
+            "onnx_speedup": round(tps_fp32 / tps_torch, 2), "int8_speedup": round(tps_int8 / tps_torch, 2),
+        }
+        print(f"news threads={threads}: {news[f'threads_{threads}']}", file=sys.stderr, flush=True)
+    news["parity_max_abs_diff"] = float(np.abs(p_torch - p_fp32).max())
+    news["labels_identical"] = bool((p_torch.argmax(1) == p_fp32.argmax(1)).all())
+    for name, p in (("torch", p_torch), ("onnx", p_fp32), ("int8", p_int8)):
+        s = scores(y, p.argmax(1), labels, False)
+        news[f"{name}_macro_f1"], news[f"{name}_accuracy"] = s["macro_f1"], s["accuracy"]
+    news["int8_macro_f1_drop_points"] = round(100 * (news["onnx_macro_f1"] - news["int8_macro_f1"]), 2)
+    results["news"] = news
+
+    # --- needle documents of 4K, 64K and 1M tokens, streamed in blocks
+    generator = Generator(filler_pool(ROOT / "data/news/test.jsonl"), seed=5)
+    torch_n, onnx_n = load_predictor(args.needle_run), load_predictor(bundles[("needle", None)])
+    needle = {}
+    for tokens, count in ((4096, 20), (65536, 5), (1 << 20, 2)):
+        docs = [Document("id", f"{tokens}-{i}", source=lambda i=i: generator.stream(i, tokens)[0]) for i in range(count)]
+        row = {}
+        for threads in (1, 2):
+            set_threads([torch_n, onnx_n], threads)
+            p_torch, tps_torch = run(torch_n, docs, block_tokens=16384)
+            p_onnx, tps_onnx = run(onnx_n, docs, block_tokens=16384)
+            row[f"threads_{threads}"] = {"torch_tokens_per_s": round(tps_torch), "onnx_tokens_per_s": round(tps_onnx),
+                                         "onnx_speedup": round(tps_onnx / tps_torch, 2)}
+        row["parity_max_abs_diff"] = float(np.abs(p_torch - p_onnx).max())
+        row["labels_identical"] = bool((p_torch.argmax(1) == p_onnx.argmax(1)).all())
+        needle[str(tokens)] = row
+        print(f"needle {tokens}: {row}", file=sys.stderr, flush=True)
+    results["needle"] = needle
+
+    if args.install_size:
+        results["install"] = install_sizes()
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    update_results("onnx", results, {"command": "python bench/onnx.py" + (" --install-size" if args.install_size else ""),
+                                     "date": today(), "machine": machine()})
+    print(json.dumps(results, indent=1))
+
+
+def install_sizes() -> dict:
+    """Size of a runtime-only venv (pip install . : no torch, no lightning) against .venv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "runtime"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "-r", str(ROOT / "export/requirements.txt"), str(ROOT)], check=True)
+        runtime = folder_mb(venv)
+        check = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True)
+    training = folder_mb(ROOT / ".venv")
+    return {"runtime_venv_mb": round(runtime), "training_venv_mb": round(training), "ratio": round(runtime / training, 3),
+            "runtime_has_torch": check.returncode == 0}
+
+
+if __name__ == "__main__":
+    main()
