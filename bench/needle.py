@@ -40,8 +40,9 @@ def cmd_data(args) -> None:
         subprocess.run([sys.executable, "-m", "hdc.news", str(NEWS)], check=True)
     OUT.mkdir(parents=True, exist_ok=True)
     pool = filler_pool(NEWS / "train.jsonl")
-    write_split(Generator(pool, 1), OUT / "train.jsonl", args.train_docs, 256, 4096, seed=11)
-    write_split(Generator(pool, 2), OUT / "valid.jsonl", 400, 256, 4096, seed=12)
+    # Training filler is enriched with hard negatives: real sentences that use a needle word.
+    write_split(Generator(pool, 1, hard_share=0.2), OUT / "train.jsonl", args.train_docs, 128, 4096, seed=11)
+    write_split(Generator(pool, 2, hard_share=0.2), OUT / "valid.jsonl", 400, 128, 4096, seed=12)
     print(f"wrote {OUT}/train.jsonl ({args.train_docs} documents) and valid.jsonl (400)", file=sys.stderr)
 
 
@@ -55,8 +56,18 @@ def cmd_train(args) -> None:
         run = OUT / method
         if not (run / "checkpoints" / "best.ckpt").exists():
             start = time.perf_counter()
-            _hdc("train", "--config", ROOT / "configs/needle.yaml", "--train", OUT / "train.jsonl",
-                 "--valid", OUT / "valid.jsonl", "--out", run, *extra)
+            _hdc(
+                "train",
+                "--config",
+                ROOT / "configs/needle.yaml",
+                "--train",
+                OUT / "train.jsonl",
+                "--valid",
+                OUT / "valid.jsonl",
+                "--out",
+                run,
+                *extra,
+            )
             times[method] = round(time.perf_counter() - start, 1)
             (run / "bench_train_s").write_text(str(times[method]))
         _hdc("export", run, OUT / f"{method}-bundle")
@@ -77,10 +88,15 @@ def train_svm() -> None:
     x_train = tfidf.fit_transform(counts.fit_transform([d["text"] for d in train]))
     x_valid = tfidf.transform(counts.transform([d["text"] for d in valid]))
     y_train, y_valid = [d["label"] for d in train], [d["label"] for d in valid]
-    best = max((0.1, 0.3, 1.0, 3.0, 10.0), key=lambda c: f1_score(y_valid, LinearSVC(C=c).fit(x_train, y_train).predict(x_valid), average="macro"))
+    best = max(
+        (0.1, 0.3, 1.0, 3.0, 10.0),
+        key=lambda c: f1_score(y_valid, LinearSVC(C=c).fit(x_train, y_train).predict(x_valid), average="macro"),
+    )
     svm = LinearSVC(C=best).fit(x_train, y_train)
     with open(OUT / "tfidf-svm.pkl", "wb") as f:
-        pickle.dump({"counts": counts, "tfidf": tfidf, "svm": svm, "C": best, "train_s": time.perf_counter() - start}, f)
+        pickle.dump(
+            {"counts": counts, "tfidf": tfidf, "svm": svm, "C": best, "train_s": time.perf_counter() - start}, f
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +135,9 @@ def worker(method: str, tokens: int, docs: int, threads: int) -> dict:
                 found = bool(((spans[:, 0] < needle.end) & (spans[:, 1] > needle.start)).any())
                 hits[needle.label] += found
                 best = outcome.state.best_sentences[0]
-                top_hits[needle.label] += bool(label == needle.label and best[2] < needle.end and best[3] > needle.start)
+                top_hits[needle.label] += bool(
+                    label == needle.label and best[2] < needle.end and best[3] > needle.start
+                )
                 if label == needle.label:
                     seen["correct_" + needle.label] += 1
                     seen["faithful_" + needle.label] += found
@@ -142,7 +160,9 @@ def worker(method: str, tokens: int, docs: int, threads: int) -> dict:
         correct = sum(seen["correct_" + c] for c in DIRECTIONS)
         result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / max(1, correct)
         result["faithful_top_sentence"] = sum(top_hits.values()) / max(1, correct)
-    result["per_class_accuracy"] = {c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]}
+    result["per_class_accuracy"] = {
+        c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]
+    }
     return result
 
 
@@ -155,15 +175,43 @@ def cmd_run(args) -> None:
         for method in methods:
             docs = args.docs or LENGTHS.get(tokens, 20)
             out = OUT / f"result-{method}-{tokens}.json"
-            subprocess.run([sys.executable, __file__, "worker", "--method", method, "--tokens", str(tokens), "--docs", str(docs),
-                            "--threads", str(args.threads), "--result", str(out)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "worker",
+                    "--method",
+                    method,
+                    "--tokens",
+                    str(tokens),
+                    "--docs",
+                    str(docs),
+                    "--threads",
+                    str(args.threads),
+                    "--result",
+                    str(out),
+                ],
+                check=True,
+            )
             results.setdefault(str(tokens), {})[method] = json.loads(out.read_text())
             results_path.write_text(json.dumps(results, indent=1))
             r = results[str(tokens)][method]
-            print(f"{tokens:>9} {method:10} acc {r['accuracy']:.3f} tok/s {r['tokens_per_s']:,.0f} rss {r['peak_rss_mb']} MB "
-                  f"recall {r.get('needle_recall')}", file=sys.stderr, flush=True)
-    meta = {"command": "python bench/needle.py run " + " ".join(sys.argv[2:]), "date": today(), "machine": machine(),
-            "train_s": {m: float((OUT / m / "bench_train_s").read_text()) for m in ("hdc", "hdc-dense") if (OUT / m / "bench_train_s").exists()}}
+            print(
+                f"{tokens:>9} {method:10} acc {r['accuracy']:.3f} tok/s {r['tokens_per_s']:,.0f} rss {r['peak_rss_mb']} MB "
+                f"recall {r.get('needle_recall')}",
+                file=sys.stderr,
+                flush=True,
+            )
+    meta = {
+        "command": "python bench/needle.py run " + " ".join(sys.argv[2:]),
+        "date": today(),
+        "machine": machine(),
+        "train_s": {
+            m: float((OUT / m / "bench_train_s").read_text())
+            for m in ("hdc", "hdc-dense")
+            if (OUT / m / "bench_train_s").exists()
+        },
+    }
     update_results("needle", results, meta)
 
 
@@ -171,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data")
-    data.add_argument("--train-docs", type=int, default=3000)
+    data.add_argument("--train-docs", type=int, default=6000)
     sub.add_parser("train")
     run = sub.add_parser("run")
     run.add_argument("--lengths", default="")

@@ -14,6 +14,7 @@ Lengths are in tokens as counted by `count_tokens` (words and punctuation marks)
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -26,8 +27,16 @@ DIRECTIONS = ("north", "south", "east", "west")
 LABELS = DIRECTIONS + ("none",)
 NONE_SHARE = 0.2
 PLACES = ("tower", "gate", "wing", "garden", "cellar", "harbour", "tunnel", "bridge", "chapel", "courtyard")
-OBJECTS = ("the stolen ledger", "the spare key", "the missing map", "the old radio", "the gold coins",
-           "the sealed letter", "the silver compass", "the lost diary")
+OBJECTS = (
+    "the stolen ledger",
+    "the spare key",
+    "the missing map",
+    "the old radio",
+    "the gold coins",
+    "the sealed letter",
+    "the silver compass",
+    "the lost diary",
+)
 NEEDLES = (
     "{Object} is hidden in the {d} {place}.",
     "Investigators confirmed that {object} was left in the {d} {place}.",
@@ -46,6 +55,16 @@ DISTRACTORS = (
     "Police said {object} had not been seen for years.",
 )
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+# Words of the needles. Real sentences that use any of them are the hard negatives that training
+# documents are enriched with (test documents are not: their filler is drawn plainly).
+CUES = (
+    frozenset(
+        "hidden hid hide buried bury lies left beside behind under key map ledger radio coins letter compass "
+        "diary stolen missing sealed".split()
+    )
+    | frozenset(DIRECTIONS)
+    | frozenset(PLACES)
+)
 
 
 def count_tokens(text: str) -> int:
@@ -78,8 +97,10 @@ def _fill(template: str, rng: random.Random, direction: str) -> str:
 
 
 class Generator:
-    def __init__(self, pool: list[tuple[str, int]], seed: int):
-        self.pool, self.seed = pool, seed
+    def __init__(self, pool: list[tuple[str, int]], seed: int, hard_share: float = 0.0):
+        """hard_share: the share of filler sentences drawn from those that use a needle word."""
+        self.pool, self.seed, self.hard_share = pool, seed, hard_share
+        self.hard = [item for item in pool if CUES & set(re.findall(r"[a-z]+", item[0].lower()))]
 
     def plan(self, index: int, tokens: int) -> tuple[random.Random, str, int, list[int]]:
         """The label, the needle's depth (in sentences of filler before it) and distractor depths."""
@@ -113,7 +134,8 @@ class Generator:
                     offset += len(text) + 1
                 if done >= budget and not pending:
                     break
-                sentence, n = self.pool[filler_rng.randrange(len(self.pool))]
+                source = self.hard if self.hard and filler_rng.random() < self.hard_share else self.pool
+                sentence, n = source[filler_rng.randrange(len(source))]
                 out.append(sentence)
                 offset += len(sentence) + 1
                 done += n
@@ -131,10 +153,21 @@ class Generator:
 
 
 def write_split(generator: Generator, path: Path, count: int, min_tokens: int, max_tokens: int, seed: int) -> None:
-    """A JSONL split of `count` documents with lengths uniform in [min_tokens, max_tokens]."""
+    """A JSONL split of `count` documents with lengths log-uniform in [min_tokens, max_tokens]:
+    as many documents of 128-256 tokens as of 2K-4K, so the length curriculum has short ones."""
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as f:
         for i in range(count):
-            text, needle = generator.document(i, rng.randint(min_tokens, max_tokens))
-            f.write(json.dumps({"id": f"{path.stem}-{i}", "text": text, "label": needle.label,
-                                "needle": [needle.start, needle.end]}) + "\n")
+            tokens = int(math.exp(rng.uniform(math.log(min_tokens), math.log(max_tokens))))
+            text, needle = generator.document(i, tokens)
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"{path.stem}-{i}",
+                        "text": text,
+                        "label": needle.label,
+                        "needle": [needle.start, needle.end],
+                    }
+                )
+                + "\n"
+            )

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.svm import LinearSVC
@@ -44,7 +43,10 @@ def strip_names(text: str) -> str:
 
 
 def score(y_true, y_pred) -> dict:
-    return {"accuracy": float(accuracy_score(y_true, y_pred)), "macro_f1": float(f1_score(y_true, y_pred, average="macro"))}
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+    }
 
 
 def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict]:
@@ -57,7 +59,12 @@ def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict
     labels = lambda docs: [d["label"] for d in docs]  # noqa: E731
     v = vectorizer()
     x_train, x_valid = v.fit_transform(texts(train)), v.transform(texts(valid))
-    best = max(C_GRID, key=lambda c: f1_score(labels(valid), LinearSVC(C=c).fit(x_train, labels(train)).predict(x_valid), average="macro"))
+    best = max(
+        C_GRID,
+        key=lambda c: f1_score(
+            labels(valid), LinearSVC(C=c).fit(x_train, labels(train)).predict(x_valid), average="macro"
+        ),
+    )
     start = time.perf_counter()
     v = vectorizer()
     model = LinearSVC(C=best).fit(v.fit_transform(texts(train)), labels(train))
@@ -67,7 +74,11 @@ def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict
         start = time.perf_counter()
         predicted = model.predict(v.transform(texts(docs)))
         seconds = time.perf_counter() - start
-        out[name] = score(labels(docs), predicted) | {"train_s": round(train_s, 1), "predict_docs_per_s": round(len(docs) / seconds, 1), "C": best}
+        out[name] = score(labels(docs), predicted) | {
+            "train_s": round(train_s, 1),
+            "predict_docs_per_s": round(len(docs) / seconds, 1),
+            "C": best,
+        }
     return out
 
 
@@ -76,13 +87,37 @@ def hdc(config: str, run: Path, data: Path, tests: dict[str, Path], overrides: l
     if not (run / "checkpoints" / "best.ckpt").exists():
         start = time.perf_counter()
         sets = [a for o in overrides for a in ("--set", o)]
-        subprocess.run(hdc_bin + ["train", "--config", config, "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--out", str(run), *sets], check=True)
+        subprocess.run(
+            hdc_bin
+            + [
+                "train",
+                "--config",
+                config,
+                "--train",
+                str(data / "train.jsonl"),
+                "--valid",
+                str(data / "valid.jsonl"),
+                "--out",
+                str(run),
+                *sets,
+            ],
+            check=True,
+        )
         (run / "bench_train_s").write_text(f"{time.perf_counter() - start:.1f}")
     train_s = float((run / "bench_train_s").read_text())
     out = {}
     for name, path in tests.items():
-        result = json.loads(subprocess.run(hdc_bin + ["evaluate", str(run), str(path), "--json"], check=True, capture_output=True, text=True).stdout)
-        out[name] = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "train_s": train_s, "predict_docs_per_s": result["documents_per_s"]}
+        result = json.loads(
+            subprocess.run(
+                hdc_bin + ["evaluate", str(run), str(path), "--json"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        out[name] = {
+            "accuracy": result["accuracy"],
+            "macro_f1": result["macro_f1"],
+            "train_s": train_s,
+            "predict_docs_per_s": result["documents_per_s"],
+        }
     return out
 
 
@@ -107,14 +142,30 @@ def main() -> None:
         if method.endswith("-svm"):
             found = svm(method.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped})
         elif method == "hdc":
-            found = hdc(args.config, args.out / "hdc", args.data, {"news": args.data / "test.jsonl", "news_stripped": stripped_path}, [])
+            found = hdc(
+                args.config,
+                args.out / "hdc",
+                args.data,
+                {"news": args.data / "test.jsonl", "news_stripped": stripped_path},
+                [],
+            )
         elif method == "hdc-dense":  # the same model without the sparse (HSA) path
-            found = hdc(args.config, args.out / "hdc-dense", args.data, {"news": args.data / "test.jsonl", "news_stripped": stripped_path}, ["model.sparse=false"])
+            found = hdc(
+                args.config,
+                args.out / "hdc-dense",
+                args.data,
+                {"news": args.data / "test.jsonl", "news_stripped": stripped_path},
+                ["model.sparse=false"],
+            )
         else:
             raise SystemExit(f"unknown method {method}")
         for section, values in found.items():
             results[section][method] = values
-            print(f"{section:14} {method:10} " + " ".join(f"{k} {v}" for k, v in values.items()), file=sys.stderr, flush=True)
+            print(
+                f"{section:14} {method:10} " + " ".join(f"{k} {v}" for k, v in values.items()),
+                file=sys.stderr,
+                flush=True,
+            )
 
     meta = {"command": "python bench/news.py --methods " + args.methods, "date": today(), "machine": machine()}
     for section, values in results.items():

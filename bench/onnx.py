@@ -80,7 +80,8 @@ def main() -> None:
             manifest = export(run_dir, out, quantize=quantize)
             bundles[(name, quantize)] = out
             results.setdefault("bundle", {})[f"{name}-{quantize or 'fp32'}"] = {
-                "size_mb": round(folder_mb(out), 2), "export_s": round(time.perf_counter() - start, 1),
+                "size_mb": round(folder_mb(out), 2),
+                "export_s": round(time.perf_counter() - start, 1),
                 "export_parity_max_abs_diff": manifest["parity_max_abs_diff"],
             }
 
@@ -99,8 +100,11 @@ def main() -> None:
         p_fp32, tps_fp32 = run(fp32, documents)
         p_int8, tps_int8 = run(int8, documents)
         news[f"threads_{threads}"] = {
-            "torch_tokens_per_s": round(tps_torch), "onnx_tokens_per_s": round(tps_fp32), "int8_tokens_per_s": round(tps_int8),
-            "onnx_speedup": round(tps_fp32 / tps_torch, 2), "int8_speedup": round(tps_int8 / tps_torch, 2),
+            "torch_tokens_per_s": round(tps_torch),
+            "onnx_tokens_per_s": round(tps_fp32),
+            "int8_tokens_per_s": round(tps_int8),
+            "onnx_speedup": round(tps_fp32 / tps_torch, 2),
+            "int8_speedup": round(tps_int8 / tps_torch, 2),
         }
         print(f"news threads={threads}: {news[f'threads_{threads}']}", file=sys.stderr, flush=True)
     news["parity_max_abs_diff"] = float(np.abs(p_torch - p_fp32).max())
@@ -116,14 +120,20 @@ def main() -> None:
     torch_n, onnx_n = load_predictor(args.needle_run), load_predictor(bundles[("needle", None)])
     needle = {}
     for tokens, count in ((4096, 20), (65536, 5), (1 << 20, 2)):
-        docs = [Document("id", f"{tokens}-{i}", source=lambda i=i: generator.stream(i, tokens)[0]) for i in range(count)]
+        docs = [
+            Document("id", f"{tokens}-{i}", source=lambda i=i, n=tokens: generator.stream(i, n)[0])
+            for i in range(count)
+        ]
         row = {}
         for threads in (1, 2):
             set_threads([torch_n, onnx_n], threads)
             p_torch, tps_torch = run(torch_n, docs, block_tokens=16384)
             p_onnx, tps_onnx = run(onnx_n, docs, block_tokens=16384)
-            row[f"threads_{threads}"] = {"torch_tokens_per_s": round(tps_torch), "onnx_tokens_per_s": round(tps_onnx),
-                                         "onnx_speedup": round(tps_onnx / tps_torch, 2)}
+            row[f"threads_{threads}"] = {
+                "torch_tokens_per_s": round(tps_torch),
+                "onnx_tokens_per_s": round(tps_onnx),
+                "onnx_speedup": round(tps_onnx / tps_torch, 2),
+            }
         row["parity_max_abs_diff"] = float(np.abs(p_torch - p_onnx).max())
         row["labels_identical"] = bool((p_torch.argmax(1) == p_onnx.argmax(1)).all())
         needle[str(tokens)] = row
@@ -133,8 +143,15 @@ def main() -> None:
     if args.install_size:
         results["install"] = install_sizes()
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    update_results("onnx", results, {"command": "python bench/onnx.py" + (" --install-size" if args.install_size else ""),
-                                     "date": today(), "machine": machine()})
+    update_results(
+        "onnx",
+        results,
+        {
+            "command": "python bench/onnx.py" + (" --install-size" if args.install_size else ""),
+            "date": today(),
+            "machine": machine(),
+        },
+    )
     print(json.dumps(results, indent=1))
 
 
@@ -143,12 +160,19 @@ def install_sizes() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "runtime"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "-r", str(ROOT / "export/requirements.txt"), str(ROOT)], check=True)
+        subprocess.run(
+            [str(venv / "bin/pip"), "install", "--quiet", "-r", str(ROOT / "export/requirements.txt"), str(ROOT)],
+            check=True,
+        )
         runtime = folder_mb(venv)
         check = subprocess.run([str(venv / "bin/python"), "-c", "import torch"], capture_output=True)
     training = folder_mb(ROOT / ".venv")
-    return {"runtime_venv_mb": round(runtime), "training_venv_mb": round(training), "ratio": round(runtime / training, 3),
-            "runtime_has_torch": check.returncode == 0}
+    return {
+        "runtime_venv_mb": round(runtime),
+        "training_venv_mb": round(training),
+        "ratio": round(runtime / training, 3),
+        "runtime_has_torch": check.returncode == 0,
+    }
 
 
 if __name__ == "__main__":

@@ -22,13 +22,18 @@ def load_checkpoint(path: str | Path) -> tuple[HierarchicalClassifier, ModelInfo
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        raise HdcError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]}); it may be truncated or corrupted") from None
+        raise HdcError(
+            f"{path}: not a readable checkpoint ({str(e).splitlines()[0]}); it may be truncated or corrupted"
+        ) from None
     if not isinstance(checkpoint, dict) or PAYLOAD not in checkpoint:
         raise HdcError(f"{path}: not an hdc checkpoint (no {PAYLOAD!r} entry); train one with `hdc train`")
     try:
         info = ModelInfo.from_dict(checkpoint[PAYLOAD])
-    except (KeyError, TypeError) as e:
-        raise HdcError(f"{path}: checkpoint from an incompatible hdc version ({e}); retrain or re-export it") from None
+    except (KeyError, TypeError, HdcError) as e:
+        version = checkpoint[PAYLOAD].get("version", "unknown") if isinstance(checkpoint[PAYLOAD], dict) else "unknown"
+        raise HdcError(
+            f"{path}: written by an incompatible hdc version ({version}): {e}; retrain with this version"
+        ) from None
     model = HierarchicalClassifier(info.config.model, len(info.labels))
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:

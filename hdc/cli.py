@@ -31,7 +31,9 @@ class Group(click.Group):
 
 
 def _threads(f):
-    return click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads; 0 lets the backend choose.")(f)
+    return click.option(
+        "--threads", type=click.IntRange(min=0), default=0, help="CPU threads; 0 lets the backend choose."
+    )(f)
 
 
 def _columns(f):
@@ -40,8 +42,18 @@ def _columns(f):
 
 
 def _batch_tokens(f):
-    f = click.option("--block-tokens", type=click.IntRange(min=256), default=65536, help="Long documents are streamed in blocks of this many tokens.")(f)
-    return click.option("--batch-tokens", type=click.IntRange(min=256), default=32768, help="Short documents are batched up to this many tokens.")(f)
+    f = click.option(
+        "--block-tokens",
+        type=click.IntRange(min=256),
+        default=65536,
+        help="Long documents are streamed in blocks of this many tokens.",
+    )(f)
+    return click.option(
+        "--batch-tokens",
+        type=click.IntRange(min=256),
+        default=32768,
+        help="Short documents are batched up to this many tokens.",
+    )(f)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -58,19 +70,58 @@ def cli():
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config; without it, the built-in defaults (as in configs/default.yaml).")
-@click.option("--train", "train_path", type=click.Path(exists=True), required=True, help="Training data: .jsonl, .csv, .tsv or a folder per class.")
-@click.option("--valid", "valid_path", type=click.Path(exists=True), help="Validation data; default: a stratified share of --train (data.valid_fraction).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML config; without it, the built-in defaults (as in configs/default.yaml).",
+)
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(exists=True),
+    required=True,
+    help="Training data: .jsonl, .csv, .tsv or a folder per class.",
+)
+@click.option(
+    "--valid",
+    "valid_path",
+    type=click.Path(exists=True),
+    help="Validation data; default: a stratified share of --train (data.valid_fraction).",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. --set train.max_epochs=3 (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set train.max_epochs=3 (repeatable).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False), help="Word vectors (fastText .vec or GloVe text) to initialise token embeddings.")
+@click.option(
+    "--embeddings",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Word vectors (fastText .vec or GloVe text) to initialise token embeddings.",
+)
 @click.option("--text-column", default=None, help="Text column/field; overrides data.text_column.")
 @click.option("--label-column", default=None, help="Label column/field; overrides data.label_column.")
 @click.option("--devices", type=click.IntRange(min=1), default=None, help="Processes per node (train.devices).")
 @click.option("--num-nodes", type=click.IntRange(min=1), default=None, help="Machines (train.num_nodes).")
 @click.option("--strategy", default=None, help="Lightning strategy, e.g. ddp or ddp_spawn (train.strategy).")
-def train(config_path, train_path, valid_path, out, overrides, resume, embeddings, text_column, label_column, devices, num_nodes, strategy):
+def train(
+    config_path,
+    train_path,
+    valid_path,
+    out,
+    overrides,
+    resume,
+    embeddings,
+    text_column,
+    label_column,
+    devices,
+    num_nodes,
+    strategy,
+):
     """Train a model on labelled documents and write a run directory.
 
     The run directory holds checkpoints/best.ckpt (best validation macro-F1),
@@ -80,8 +131,11 @@ def train(config_path, train_path, valid_path, out, overrides, resume, embedding
     from .train import train as run
 
     flags = {
-        "data.text_column": text_column, "data.label_column": label_column,
-        "train.devices": devices, "train.num_nodes": num_nodes, "train.strategy": strategy,
+        "data.text_column": text_column,
+        "data.label_column": label_column,
+        "train.devices": devices,
+        "train.num_nodes": num_nodes,
+        "train.strategy": strategy,
     }
     overrides = tuple(overrides) + tuple(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)
     config = load_config(config_path, overrides)
@@ -99,7 +153,8 @@ def train(config_path, train_path, valid_path, out, overrides, resume, embedding
 @_threads
 def evaluate(model, data, report, as_json, text_column, label_column, batch_tokens, block_tokens, threads):
     """Score MODEL (run directory, checkpoint or bundle) on labelled DATA."""
-    from .evaluate import evaluate as run, format_table
+    from .evaluate import evaluate as run
+    from .evaluate import format_table
 
     result = run(model, data, report, text_column, label_column, batch_tokens, block_tokens, threads)
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
@@ -118,7 +173,9 @@ def _shard(ctx, param, value):
 @MODEL
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels to list.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
+@click.option(
+    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="Write JSONL here (atomically) instead of stdout.")
 @click.option("--resume", is_flag=True, help="With --output: skip the documents a killed run already wrote.")
 @click.option("--shard", callback=_shard, metavar="I/N", help="Classify only every N-th input, starting at the I-th.")
@@ -136,7 +193,9 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
 
     if resume and not output:
         raise click.BadParameter("--resume needs --output", param_hint="--resume")
-    ok, errors = run(model, list(inputs), output, k, threshold, batch_tokens, block_tokens, threads, shard, resume, text_field)
+    ok, errors = run(
+        model, list(inputs), output, k, threshold, batch_tokens, block_tokens, threads, shard, resume, text_field
+    )
     click.echo(f"predict: {ok + errors} documents, {errors} errors", err=True)
     if errors:
         sys.exit(1)
@@ -145,7 +204,12 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
 @cli.command(context_settings=CONTEXT)
 @MODEL
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Quantize the block graph's weights to int8 (smaller, faster).")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Quantize the block graph's weights to int8 (smaller, faster).",
+)
 @click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset; default: the exporter's.")
 def export(model, out_dir, quantize, opset):
     """Export MODEL (run directory or checkpoint) to an ONNX bundle in OUT_DIR.
@@ -163,12 +227,25 @@ def export(model, out_dir, quantize, opset):
 @cli.command(context_settings=CONTEXT)
 @MODEL
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the weights of every level, with character spans, as JSON.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Write the weights of every level, with character spans, as JSON.",
+)
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML page.")
-@click.option("--out-dir", type=click.Path(file_okay=False), help="For several files: one JSON and one HTML page each, plus index.html.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="For several files: one JSON and one HTML page each, plus index.html.",
+)
 @click.option("--top", type=click.IntRange(min=1), default=5, help="How many sentences and phrases the summary lists.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
-@click.option("--block-tokens", type=click.IntRange(min=256), default=65536, help="Longer documents are streamed and summarised.")
+@click.option(
+    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
+)
+@click.option(
+    "--block-tokens", type=click.IntRange(min=256), default=65536, help="Longer documents are streamed and summarised."
+)
 @_threads
 def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_tokens, threads):
     """Show why MODEL labelled each FILE (or - for stdin): word, phrase and sentence weights and
@@ -194,7 +271,9 @@ def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port; 0 picks a free one.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=10 << 20, help="Largest request body accepted.")
 @click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels each record lists.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models).")
+@click.option(
+    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
+)
 @_threads
 def serve(model, host, port, max_bytes, k, threshold, threads):
     """Serve MODEL (a bundle, or a run directory) over HTTP: POST /classify, GET /health, GET /labels.

@@ -58,6 +58,7 @@ class TrainConfig:
     sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
     token_dropout: float = 0.0  # drop each training token with this probability
     patience: int = 3  # early stopping on validation macro-F1, in epochs
+    curriculum_epochs: int = 0  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     accelerator: str = "cpu"
@@ -103,9 +104,7 @@ def _build(cls: type, values: dict, where: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:
-        raise UsageError(
-            f"unknown key {where}.{sorted(unknown)[0]}; valid keys are: {', '.join(sorted(known))}"
-        )
+        raise UsageError(f"unknown key {where}.{sorted(unknown)[0]}; valid keys are: {', '.join(sorted(known))}")
     return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
 
 
@@ -115,9 +114,7 @@ def config_from_dict(raw: dict | None) -> Config:
         raise UsageError("a config must be a mapping with sections model, data and train")
     unknown = set(raw) - set(SECTIONS)
     if unknown:
-        raise UsageError(
-            f"unknown config section {sorted(unknown)[0]!r}; valid sections are: model, data, train"
-        )
+        raise UsageError(f"unknown config section {sorted(unknown)[0]!r}; valid sections are: model, data, train")
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
@@ -138,9 +135,7 @@ def config_to_dict(config: Config) -> dict:
 
 def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
     """Apply `section.key=value` strings; values are parsed as YAML (so 3, 1e-3, [1, 2], true work)."""
-    raw = {name: dict(raw.get(name) or {}) for name in SECTIONS} | {
-        k: v for k, v in raw.items() if k not in SECTIONS
-    }
+    raw = {name: dict(raw.get(name) or {}) for name in SECTIONS} | {k: v for k, v in raw.items() if k not in SECTIONS}
     for item in overrides:
         key, sep, text = item.partition("=")
         section, dot, name = key.strip().partition(".")

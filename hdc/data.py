@@ -150,8 +150,7 @@ def _read_csv(path: Path, text_column: str, label_column: str) -> Iterator[Examp
         for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
             if column not in header:
                 raise HdcError(
-                    f"{path}:1: no column {column!r} (columns: {', '.join(header)}); "
-                    f"name the right one with {flag}"
+                    f"{path}:1: no column {column!r} (columns: {', '.join(header)}); name the right one with {flag}"
                 )
         t, y = header.index(text_column), header.index(label_column)
         has_id = "id" in header

@@ -95,7 +95,9 @@ def write_report(out: Path, result: dict, y_true, y_pred, labels, multilabel: bo
         for j in range(len(labels)):
             if matrix[i, j]:
                 dark = matrix[i, j] > matrix.max() / 2
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                ax.text(
+                    j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black"
+                )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     with atomic_open(out / "confusion.png", "wb") as f:
@@ -113,5 +115,7 @@ def format_table(result: dict) -> str:
         f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
     for label, row in result["per_class"].items():
-        lines.append(f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
+        lines.append(
+            f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}"
+        )
     return "\n".join(lines)

@@ -48,11 +48,16 @@ def _selected(outcome: Outcome) -> list[dict]:
         for r in range(state.top_phrases.shape[1]):
             if state.top_phrases[m, r] < 0:
                 continue
-            rows.append({
-                "query": m, "rank": r + 1, "phrase": int(state.top_phrases[m, r]),
-                "span": [int(x) for x in state.top_spans[m, r]], "score": float(state.top_scores[m, r]),
-                "fusion": float(outcome.fusion[m, r]),
-            })
+            rows.append(
+                {
+                    "query": m,
+                    "rank": r + 1,
+                    "phrase": int(state.top_phrases[m, r]),
+                    "span": [int(x) for x in state.top_spans[m, r]],
+                    "score": float(state.top_scores[m, r]),
+                    "fusion": float(outcome.fusion[m, r]),
+                }
+            )
     return rows
 
 
@@ -89,15 +94,25 @@ def explain(outcome: Outcome, predictor: Predictor, threshold: float = 0.5) -> d
         for m in range(len(scores)):
             real = bool(scores[m, p] > VALID)  # repeats of an earlier phrase are not ranked
             pick = chosen.get((m, p))
-            queries.append({
-                "query": m, "score": float(scores[m, p]) if real else None, "rank": int(ranks[m, p]) if real else None,
-                "selected_rank": pick["rank"] if pick else None, "fusion": pick["fusion"] if pick else 0.0,
-            })
-        phrases.append({
-            "index": p, "sentence": int(segments.phrase_sentence[p]), "span": [int(x) for x in segments.phrase_spans[p]],
-            "weight": float(weights["phrase_weights"][p]), "selected": any((m, p) in chosen for m in range(len(scores))),
-            "queries": queries,
-        })
+            queries.append(
+                {
+                    "query": m,
+                    "score": float(scores[m, p]) if real else None,
+                    "rank": int(ranks[m, p]) if real else None,
+                    "selected_rank": pick["rank"] if pick else None,
+                    "fusion": pick["fusion"] if pick else 0.0,
+                }
+            )
+        phrases.append(
+            {
+                "index": p,
+                "sentence": int(segments.phrase_sentence[p]),
+                "span": [int(x) for x in segments.phrase_spans[p]],
+                "weight": float(weights["phrase_weights"][p]),
+                "selected": any((m, p) in chosen for m in range(len(scores))),
+                "queries": queries,
+            }
+        )
     real = segments.tokens > 0
     tokens = [
         {"span": [int(a), int(b)], "weight": float(w), "phrase": int(p)}
@@ -130,7 +145,11 @@ def _contexts(item: Document, spans: list[tuple[int, int]]) -> dict[tuple[int, i
     for (a, b), pieces in windows.items():
         start = pieces[0][0] if pieces else a
         window = "".join(piece for _, piece in pieces)
-        contexts[(a, b)] = {"before": window[: a - start], "text": window[a - start : b - start], "after": window[b - start :]}
+        contexts[(a, b)] = {
+            "before": window[: a - start],
+            "text": window[a - start : b - start],
+            "after": window[b - start :],
+        }
     return contexts
 
 
@@ -143,14 +162,19 @@ def summary_text(explanation: dict, text: str | None, top: int) -> str:
     `text` is the document for a full explanation; a summary carries its own snippets."""
     name = explanation.get("path") or explanation.get("id")
     probabilities = sorted(explanation["probabilities"].items(), key=lambda kv: -kv[1])
-    lines = [f"{name}: {', '.join(explanation['labels']) or '(no label)'}  ("
-             + ", ".join(f"{label} {p:.3f}" for label, p in probabilities[:3]) + ")"]
+    lines = [
+        f"{name}: {', '.join(explanation['labels']) or '(no label)'}  ("
+        + ", ".join(f"{label} {p:.3f}" for label, p in probabilities[:3])
+        + ")"
+    ]
     lines.append(f"top sentences (of {explanation['sentences_total']}):")
     for s in sorted(explanation["sentences"], key=lambda s: -s["weight"])[:top]:
         lines.append(f"  {s['weight']:.3f}  {_clip(_span_text(s, text))}")
     lines.append("selected phrases:")
     for s in sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))[: top * 2]:
-        lines.append(f"  q{s['query'] + 1} #{s['rank']}  score {s['score']:+.2f}  weight {s['fusion']:.3f}  {_clip(_span_text(s, text))}")
+        lines.append(
+            f"  q{s['query'] + 1} #{s['rank']}  score {s['score']:+.2f}  weight {s['fusion']:.3f}  {_clip(_span_text(s, text))}"
+        )
     return "\n".join(lines)
 
 
@@ -199,8 +223,8 @@ table.index td, table.index th { border-bottom: 1px solid #e5e7eb; padding: 6px 
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{body}</main></body></html>\n"
     )
@@ -210,24 +234,30 @@ def _header(explanation: dict) -> str:
     name = explanation.get("path") or explanation.get("id")
     rows = []
     for label, p in sorted(explanation["probabilities"].items(), key=lambda kv: -kv[1]):
-        cls = " class=\"chosen\"" if label in explanation["labels"] else ""
-        rows.append(f"<span{cls}>{html.escape(label)}</span><span class=\"bar\"><span style=\"width:{100 * p:.1f}%\"></span></span><span>{p:.3f}</span>")
-    meta = (f"label: <b>{html.escape(', '.join(explanation['labels']) or '(none)')}</b> · "
-            f"{explanation['tokens_total']:,} tokens · {explanation['sentences_total']:,} sentences · "
-            f"{explanation['phrases_total']:,} phrases")
-    return f"<header><h1>{html.escape(str(name))}</h1><div class=\"meta\">{meta}</div><div class=\"probs\">{''.join(rows)}</div></header>"
+        cls = ' class="chosen"' if label in explanation["labels"] else ""
+        rows.append(
+            f'<span{cls}>{html.escape(label)}</span><span class="bar"><span style="width:{100 * p:.1f}%"></span></span><span>{p:.3f}</span>'
+        )
+    meta = (
+        f"label: <b>{html.escape(', '.join(explanation['labels']) or '(none)')}</b> · "
+        f"{explanation['tokens_total']:,} tokens · {explanation['sentences_total']:,} sentences · "
+        f"{explanation['phrases_total']:,} phrases"
+    )
+    return f'<header><h1>{html.escape(str(name))}</h1><div class="meta">{meta}</div><div class="probs">{"".join(rows)}</div></header>'
 
 
 def _legend(queries: int, full: bool) -> str:
     parts = []
     if full:
-        parts.append("<span><span class=\"swatch\"></span> word weight × phrase weight × sentence weight</span>")
-    parts.append("<span><span class=\"mbar\"></span> sentence weight in the document</span>")
+        parts.append('<span><span class="swatch"></span> word weight × phrase weight × sentence weight</span>')
+    parts.append('<span><span class="mbar"></span> sentence weight in the document</span>')
     for m in range(queries):
         colour = QUERY_COLOURS[m % len(QUERY_COLOURS)]
-        parts.append(f"<span><span class=\"outline\" style=\"border-color:{colour}\">phrase</span>"
-                     f"<span class=\"badge\" style=\"background:{colour}\">q{m + 1}·rank</span> selected by query {m + 1}</span>")
-    return f"<div class=\"legend\">{''.join(parts)}</div>"
+        parts.append(
+            f'<span><span class="outline" style="border-color:{colour}">phrase</span>'
+            f'<span class="badge" style="background:{colour}">q{m + 1}·rank</span> selected by query {m + 1}</span>'
+        )
+    return f'<div class="legend">{"".join(parts)}</div>'
 
 
 def render_html(explanation: dict, text: str | None) -> str:
@@ -276,39 +306,50 @@ def _full_body(explanation: dict, text: str) -> str:
             for ta, tb in tokens_by_phrase.get(p["index"], []):
                 inner.append(html.escape(text[c:ta]))
                 alpha = 0.04 + 0.81 * (heat[(ta, tb)] / peak) ** 0.5
-                inner.append(f"<span class=\"t\" style=\"background:rgba(var(--heat),{alpha:.2f})\" "
-                             f"title=\"{heat[(ta, tb)]:.2e}\">{html.escape(text[ta:tb])}</span>")
+                inner.append(
+                    f'<span class="t" style="background:rgba(var(--heat),{alpha:.2f})" '
+                    f'title="{heat[(ta, tb)]:.2e}">{html.escape(text[ta:tb])}</span>'
+                )
                 c = tb
             inner.append(html.escape(text[c:pb]))
             body = "".join(inner)
             for pick in sorted(picks.get(p["index"], []), key=lambda x: x["query"]):
                 colour = QUERY_COLOURS[pick["query"] % len(QUERY_COLOURS)]
-                body = (f"<span class=\"sel\" style=\"border-color:{colour}\" title=\"query {pick['query'] + 1}, rank "
-                        f"{pick['rank']}, score {pick['score']:.2f}, fusion weight {pick['fusion']:.3f}\">{body}</span>"
-                        f"<span class=\"badge\" style=\"background:{colour}\">q{pick['query'] + 1}·{pick['rank']}</span>")
+                body = (
+                    f'<span class="sel" style="border-color:{colour}" title="query {pick["query"] + 1}, rank '
+                    f'{pick["rank"]}, score {pick["score"]:.2f}, fusion weight {pick["fusion"]:.3f}">{body}</span>'
+                    f'<span class="badge" style="background:{colour}">q{pick["query"] + 1}·{pick["rank"]}</span>'
+                )
             pieces.append(body)
             cursor = pb
         pieces.append(html.escape(text[cursor:b]))
         width = 100 * s["weight"] / top_sentence
-        out.append(f"<div class=\"sentence\" id=\"s{s['index']}\"><div class=\"margin\" title=\"sentence weight {s['weight']:.4f}\">"
-                   f"<div class=\"mbar\" style=\"width:{width:.1f}%\"></div><div class=\"w\">{s['weight']:.3f}</div></div>"
-                   f"<div class=\"text\">{''.join(pieces)}</div></div>")
+        out.append(
+            f'<div class="sentence" id="s{s["index"]}"><div class="margin" title="sentence weight {s["weight"]:.4f}">'
+            f'<div class="mbar" style="width:{width:.1f}%"></div><div class="w">{s["weight"]:.3f}</div></div>'
+            f'<div class="text">{"".join(pieces)}</div></div>'
+        )
     return "".join(out)
 
 
 def _snippet(item: dict, head: str, anchor: str, colour: str = "#e5e7eb") -> str:
     context = item.get("context") or {"before": "", "text": "", "after": ""}
-    return (f"<div class=\"snippet\" id=\"{anchor}\" style=\"border-left-color:{colour}\"><div class=\"head\">{head} · "
-            f"characters {item['span'][0]:,}–{item['span'][1]:,}</div><span class=\"ctx\">…{html.escape(context['before'])}</span>"
-            f"<mark>{html.escape(context['text'])}</mark><span class=\"ctx\">{html.escape(context['after'])}…</span></div>")
+    return (
+        f'<div class="snippet" id="{anchor}" style="border-left-color:{colour}"><div class="head">{head} · '
+        f'characters {item["span"][0]:,}–{item["span"][1]:,}</div><span class="ctx">…{html.escape(context["before"])}</span>'
+        f'<mark>{html.escape(context["text"])}</mark><span class="ctx">{html.escape(context["after"])}…</span></div>'
+    )
 
 
 def _summary_body(explanation: dict) -> str:
     picks = sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))
     sentences = sorted(explanation["sentences"], key=lambda s: -s["weight"])
-    links = " ".join(f"<a href=\"#p{i}\">q{s['query'] + 1}·{s['rank']}</a>" for i, s in enumerate(picks))
-    parts = [f"<p>This document was streamed: the page shows the phrases the sparse path selected and the "
-             f"sentences with the most weight, each with context. Jump to: {links}</p>", "<section><h2>Selected phrases</h2>"]
+    links = " ".join(f'<a href="#p{i}">q{s["query"] + 1}·{s["rank"]}</a>' for i, s in enumerate(picks))
+    parts = [
+        f"<p>This document was streamed: the page shows the phrases the sparse path selected and the "
+        f"sentences with the most weight, each with context. Jump to: {links}</p>",
+        "<section><h2>Selected phrases</h2>",
+    ]
     for i, s in enumerate(picks):
         colour = QUERY_COLOURS[s["query"] % len(QUERY_COLOURS)]
         head = f"<b>query {s['query'] + 1}, rank {s['rank']}</b> · score {s['score']:.2f} · fusion weight {s['fusion']:.3f}"
@@ -321,13 +362,17 @@ def _summary_body(explanation: dict) -> str:
 
 
 def render_index(rows: list[dict]) -> str:
-    lines = ["<table class=\"index\"><tr><th>document</th><th>label</th><th>probability</th></tr>"]
+    lines = ['<table class="index"><tr><th>document</th><th>label</th><th>probability</th></tr>']
     for row in rows:
         if "error" in row:
-            lines.append(f"<tr><td>{html.escape(row['name'])}</td><td colspan=\"2\">error: {html.escape(row['error'])}</td></tr>")
+            lines.append(
+                f'<tr><td>{html.escape(row["name"])}</td><td colspan="2">error: {html.escape(row["error"])}</td></tr>'
+            )
             continue
-        lines.append(f"<tr><td><a href=\"{html.escape(row['page'])}\">{html.escape(row['name'])}</a></td>"
-                     f"<td>{html.escape(', '.join(row['labels']))}</td><td>{row['probability']:.3f}</td></tr>")
+        lines.append(
+            f'<tr><td><a href="{html.escape(row["page"])}">{html.escape(row["name"])}</a></td>'
+            f"<td>{html.escape(', '.join(row['labels']))}</td><td>{row['probability']:.3f}</td></tr>"
+        )
     lines.append("</table>")
     return _page("hdc inspect", "<header><h1>hdc inspect</h1></header>" + "".join(lines))
 
@@ -378,7 +423,14 @@ def inspect(
             write_atomic(stem.with_suffix(".json"), json.dumps(explanation, ensure_ascii=False))
             write_atomic(stem.with_suffix(".html"), render_html(explanation, text))
             best = max(explanation["probabilities"].values())
-            rows.append({"name": name, "page": stem.with_suffix(".html").name, "labels": explanation["labels"], "probability": best})
+            rows.append(
+                {
+                    "name": name,
+                    "page": stem.with_suffix(".html").name,
+                    "labels": explanation["labels"],
+                    "probability": best,
+                }
+            )
         if json_path:
             write_atomic(json_path, json.dumps(explanation, ensure_ascii=False, indent=1))
         if html_path:

@@ -65,8 +65,14 @@ class HeadGraph(nn.Module):
         self.model, self.names = model, head_inputs(model)
 
     def forward(self, dense_sum, dense_acc, top_scores, top_states, ngram_sum=None, ngram_count=None):
-        state = dict(dense_sum=dense_sum, dense_acc=dense_acc, top_scores=top_scores, top_states=top_states,
-                     ngram_sum=ngram_sum, ngram_count=ngram_count)
+        state = dict(
+            dense_sum=dense_sum,
+            dense_acc=dense_acc,
+            top_scores=top_scores,
+            top_states=top_states,
+            ngram_sum=ngram_sum,
+            ngram_count=ngram_count,
+        )
         return self.model.classify({name: state[name] for name in self.names})
 
 
@@ -94,19 +100,33 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            BlockGraph(model), block_args, folder / "block.onnx",
-            input_names=list(INPUTS), output_names=list(block_outputs(model)),
+            BlockGraph(model),
+            block_args,
+            folder / "block.onnx",
+            input_names=list(INPUTS),
+            output_names=list(block_outputs(model)),
             dynamic_shapes={
-                "tokens": {0: batch, 1: phrases}, "phrase_sentence": {0: batch, 1: phrases},
-                "sentence_phrases": {0: batch, 1: sentences, 2: slots}, "selectable": {0: batch, 1: phrases},
+                "tokens": {0: batch, 1: phrases},
+                "phrase_sentence": {0: batch, 1: phrases},
+                "sentence_phrases": {0: batch, 1: sentences, 2: slots},
+                "selectable": {0: batch, 1: phrases},
             },
-            dynamo=True, external_data=False, opset_version=opset, verbose=False,
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            verbose=False,
         )
         torch.onnx.export(
-            HeadGraph(model), tuple(head_args), folder / "head.onnx",
-            input_names=list(head_inputs(model)), output_names=["logits", "fusion"],
+            HeadGraph(model),
+            tuple(head_args),
+            folder / "head.onnx",
+            input_names=list(head_inputs(model)),
+            output_names=["logits", "fusion"],
             dynamic_shapes={name: {0: batch} for name in head_inputs(model)},
-            dynamo=True, external_data=False, opset_version=opset, verbose=False,
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            verbose=False,
         )
 
 
@@ -115,8 +135,13 @@ def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
     import onnx
 
     graph = onnx.load(path)
-    props = {"hdc_version": __version__, "torch_version": torch.__version__, "labels": json.dumps(list(info.labels)),
-             "multilabel": json.dumps(info.multilabel), "config": json.dumps(info.to_dict()["config"])} | extra
+    props = {
+        "hdc_version": __version__,
+        "torch_version": torch.__version__,
+        "labels": json.dumps(list(info.labels)),
+        "multilabel": json.dumps(info.multilabel),
+        "config": json.dumps(info.to_dict()["config"]),
+    } | extra
     del graph.metadata_props[:]
     for key, value in props.items():
         graph.metadata_props.add(key=key, value=value)
@@ -136,7 +161,9 @@ def parity_documents(info: ModelInfo, seed: int = 0) -> list[Document]:
     """Generated documents of several lengths (in tokens: ~30, ~600, ~6000), from words of the
     model's own vocabulary, so every path is exercised: short batches and streamed blocks."""
     rng = random.Random(seed)
-    vocab = [t for t in info.segmenter().tokenizer.get_vocab() if t.startswith("\u0120") and t[1:].isalpha()] or ["word"]
+    vocab = [t for t in info.segmenter().tokenizer.get_vocab() if t.startswith("\u0120") and t[1:].isalpha()] or [
+        "word"
+    ]
     words = [t[1:] for t in vocab]
 
     def text(n_words: int) -> str:
@@ -154,7 +181,9 @@ def parity(reference: Predictor, candidate: Predictor, documents: list[Document]
     """Max |probability difference| over the documents; block_tokens small enough that the
     longest document is streamed over several blocks."""
     worst = 0.0
-    runs = [p.run(documents, batch_tokens=4096, block_tokens=block_tokens, progress=False) for p in (reference, candidate)]
+    runs = [
+        p.run(documents, batch_tokens=4096, block_tokens=block_tokens, progress=False) for p in (reference, candidate)
+    ]
     for a, b in zip(*runs):
         if not (a.ok and b.ok):
             raise HdcError(f"parity check failed on {a.item.name}: {a.error or b.error}")
@@ -185,7 +214,11 @@ def export(model_path: str | Path, out: str | Path, quantize: str | None = None,
         del description["tokenizer"]
         (work / "model.json").write_text(json.dumps(description, indent=1), encoding="utf-8")
         files = sorted(p.name for p in work.iterdir())
-        manifest = {"format": FORMAT, "hdc_version": __version__, "files": {name: _sha256(work / name) for name in files}}
+        manifest = {
+            "format": FORMAT,
+            "hdc_version": __version__,
+            "files": {name: _sha256(work / name) for name in files},
+        }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
         print("export: checking parity with torch", file=sys.stderr)
@@ -193,7 +226,9 @@ def export(model_path: str | Path, out: str | Path, quantize: str | None = None,
         difference = parity(reference, load_predictor(work), parity_documents(info), block_tokens=1024)
         tolerance = PARITY_TOLERANCE[quantize]
         if difference > tolerance:
-            raise HdcError(f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})")
+            raise HdcError(
+                f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})"
+            )
         manifest["parity_max_abs_diff"] = difference
         write_atomic(work / "manifest.json", json.dumps(manifest, indent=1))
 

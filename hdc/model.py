@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
@@ -136,7 +135,9 @@ class HierarchicalClassifier(nn.Module):
     # ----------------------------------------------------------------------------------------
     # encode: one block of phrases -> mergeable state (+ weights for inspection)
 
-    def encode(self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor) -> dict[str, Tensor]:
+    def encode(
+        self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor
+    ) -> dict[str, Tensor]:
         """tokens [B, P, T] (0 = padding); phrase_sentence [B, P], the sentence of each phrase (-1:
         padding); sentence_phrases [B, S, Q], the phrases of each sentence (-1: padding);
         selectable [B, P], the phrases the sparse path may pick."""
@@ -255,7 +256,14 @@ class HierarchicalClassifier(nn.Module):
 
     # ----------------------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor, return_attention: bool = False):
+    def forward(
+        self,
+        tokens: Tensor,
+        phrase_sentence: Tensor,
+        sentence_phrases: Tensor,
+        selectable: Tensor,
+        return_attention: bool = False,
+    ):
         state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable)
         logits, fusion = self.classify(state)
         if not return_attention:

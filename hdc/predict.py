@@ -151,7 +151,9 @@ class Predictor:
         logits, fusion = self.backend.classify(stacked)
         return self.probabilities(logits), fusion
 
-    def _flush(self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int) -> Iterator[Outcome]:
+    def _flush(
+        self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int
+    ) -> Iterator[Outcome]:
         """Run the pending short documents in length-sorted micro-batches, then yield them in order."""
         if not pending:
             return
@@ -205,7 +207,9 @@ def load_predictor(path: str | Path, threads: int = 0) -> Predictor:
     if path.is_dir():
         best = path / "checkpoints" / "best.ckpt"
         if not best.exists():
-            raise UsageError(f"{path}: not a run directory (no checkpoints/best.ckpt) and not a bundle (no manifest.json)")
+            raise UsageError(
+                f"{path}: not a run directory (no checkpoints/best.ckpt) and not a bundle (no manifest.json)"
+            )
         path = best
     try:
         from .checkpoint import load_checkpoint

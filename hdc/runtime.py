@@ -36,7 +36,9 @@ class OrtBackend:
             self.block = ort.InferenceSession(str(folder / "block.onnx"), options, providers=["CPUExecutionProvider"])
             self.head = ort.InferenceSession(str(folder / "head.onnx"), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise HdcError(f"{folder}: cannot load the ONNX graphs ({str(e).splitlines()[0]}); re-export the bundle") from None
+            raise HdcError(
+                f"{folder}: cannot load the ONNX graphs ({str(e).splitlines()[0]}); re-export the bundle"
+            ) from None
         self.block_outputs = [o.name for o in self.block.get_outputs()]
         self.head_inputs = [i.name for i in self.head.get_inputs()]
 
@@ -56,14 +58,18 @@ def verify_bundle(folder: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         raise HdcError(f"{folder}/manifest.json: unreadable or not an hdc manifest; re-export the bundle") from None
     if manifest.get("format") != FORMAT:
-        raise HdcError(f"{folder}: bundle format {manifest.get('format')} is not {FORMAT}; re-export it with this hdc version")
+        raise HdcError(
+            f"{folder}: bundle format {manifest.get('format')} is not {FORMAT}; re-export it with this hdc version"
+        )
     for name, expected in files.items():
         path = folder / name
         if not path.is_file():
             raise HdcError(f"{path}: missing from the bundle; re-export it")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != expected:
-            raise HdcError(f"{path}: sha256 {digest[:12]}… does not match the manifest ({expected[:12]}…); the bundle is corrupted or was altered")
+            raise HdcError(
+                f"{path}: sha256 {digest[:12]}… does not match the manifest ({expected[:12]}…); the bundle is corrupted or was altered"
+            )
     return manifest
 
 
@@ -74,6 +80,8 @@ def load_bundle(folder: str | Path, threads: int = 0) -> Predictor:
         description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         description["tokenizer"] = (folder / "tokenizer.json").read_text(encoding="utf-8")
         info = ModelInfo.from_dict(description)
-    except (OSError, ValueError, KeyError) as e:
-        raise HdcError(f"{folder}: cannot read the model description ({e}); re-export the bundle") from None
+    except (OSError, ValueError, KeyError, HdcError) as e:
+        raise HdcError(
+            f"{folder}: cannot read the model description, or it is from an incompatible hdc version ({e}); re-export the bundle"
+        ) from None
     return Predictor(OrtBackend(folder, threads), info, str(folder))

@@ -79,7 +79,10 @@ def make_handler(predictor: Predictor, max_bytes: int, k: int, threshold: float,
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                self._send(HTTPStatus.OK, {"status": "ok", "model": predictor.source, "version": __version__, "labels": len(info.labels)})
+                self._send(
+                    HTTPStatus.OK,
+                    {"status": "ok", "model": predictor.source, "version": __version__, "labels": len(info.labels)},
+                )
             elif self.path == "/labels":
                 self._send(HTTPStatus.OK, {"labels": list(info.labels), "multilabel": info.multilabel})
             else:
@@ -95,14 +98,20 @@ def make_handler(predictor: Predictor, max_bytes: int, k: int, threshold: float,
                     raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
                 if int(length) > max_bytes:
                     self.close_connection = True  # the body is not read: do not reuse the connection
-                    raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {int(length):,} bytes is over the limit of {max_bytes:,}")
+                    raise BadRequest(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"body of {int(length):,} bytes is over the limit of {max_bytes:,}",
+                    )
                 body = self.rfile.read(int(length))
                 try:
                     payload = json.loads(body.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {e}") from None
                 documents, batch = _documents(payload)
-                records = [result_record(o, info.labels, info.multilabel, k, threshold) for o in predictor.run(documents, progress=False)]
+                records = [
+                    result_record(o, info.labels, info.multilabel, k, threshold)
+                    for o in predictor.run(documents, progress=False)
+                ]
             except BadRequest as e:
                 self._error(e.status, str(e))
                 return
@@ -118,16 +127,30 @@ def make_handler(predictor: Predictor, max_bytes: int, k: int, threshold: float,
     return Handler
 
 
-def make_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 0,
-                max_bytes: int = 10 << 20, k: int = 3, threshold: float = 0.5) -> ThreadingHTTPServer:
+def make_server(
+    model: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads: int = 0,
+    max_bytes: int = 10 << 20,
+    k: int = 3,
+    threshold: float = 0.5,
+) -> ThreadingHTTPServer:
     predictor = load_predictor(model, threads)
     server = ThreadingHTTPServer((host, port), make_handler(predictor, max_bytes, k, threshold))
     server.daemon_threads = True
     return server
 
 
-def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = 0,
-          max_bytes: int = 10 << 20, k: int = 3, threshold: float = 0.5) -> None:
+def serve(
+    model: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads: int = 0,
+    max_bytes: int = 10 << 20,
+    k: int = 3,
+    threshold: float = 0.5,
+) -> None:
     server = make_server(model, host, port, threads, max_bytes, k, threshold)
     stop = threading.Event()
 
@@ -139,7 +162,11 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, threads:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     host, port = server.server_address[:2]
-    print(f"serving {model} on http://{host}:{port} (POST /classify, GET /health, GET /labels); Ctrl-C stops", file=sys.stderr, flush=True)
+    print(
+        f"serving {model} on http://{host}:{port} (POST /classify, GET /health, GET /labels); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     finally:

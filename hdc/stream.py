@@ -64,7 +64,12 @@ def collate(documents: list[Segments], selectable: list[np.ndarray] | None = Non
         position = np.arange(n) - (np.cumsum(count) - count)[d.phrase_sentence]
         sentence_phrases[b, d.phrase_sentence, position] = np.arange(n)
         chosen[b, :n] = first_occurrences(d.tokens) if selectable is None else selectable[b]
-    return {"tokens": tokens, "phrase_sentence": phrase_sentence, "sentence_phrases": sentence_phrases, "selectable": chosen}
+    return {
+        "tokens": tokens,
+        "phrase_sentence": phrase_sentence,
+        "sentence_phrases": sentence_phrases,
+        "selectable": chosen,
+    }
 
 
 @dataclass
@@ -161,7 +166,12 @@ class DocumentState:
         scores = scores[: block.num_sentences]
         best = np.argsort(-scores, kind="stable")[: self.keep_sentences]
         found = [
-            (float(scores[i]), block.first_sentence + int(i), int(block.sentence_spans[i, 0]), int(block.sentence_spans[i, 1]))
+            (
+                float(scores[i]),
+                block.first_sentence + int(i),
+                int(block.sentence_spans[i, 0]),
+                int(block.sentence_spans[i, 1]),
+            )
             for i in best
         ]
         self.best_sentences = sorted(self.best_sentences + found, key=lambda x: (-x[0], x[1]))[: self.keep_sentences]
@@ -203,7 +213,9 @@ class Progress:
         print(f"{self.name}: {tokens:,} tokens, {rate:,.0f} tokens/s", end=end, file=sys.stderr, flush=True)
 
 
-def run_document(backend: Backend, blocks: Iterable[Segments], top_k: int, keep_sentences: int = 0, progress: Progress | None = None) -> DocumentState:
+def run_document(
+    backend: Backend, blocks: Iterable[Segments], top_k: int, keep_sentences: int = 0, progress: Progress | None = None
+) -> DocumentState:
     """Stream the blocks of one document through `backend.encode` and merge them."""
     state = DocumentState(top_k=top_k, keep_sentences=keep_sentences)
     for block in blocks:

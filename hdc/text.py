@@ -175,9 +175,7 @@ class Segmenter:
             segments = _truncate(segments, max_tokens)
         return segments
 
-    def blocks(
-        self, chunks: Iterable[str], block_tokens: int, offsets: bool = False
-    ) -> Iterator[Segments]:
+    def blocks(self, chunks: Iterable[str], block_tokens: int, offsets: bool = False) -> Iterator[Segments]:
         """Segments of at most ~block_tokens tokens each, cut at sentence boundaries, from a
         text that arrives in chunks. Only one chunk and its carried-over tail are held at once."""
         carry, carry_start = "", 0  # the unfinished text and its offset in the document
@@ -198,9 +196,7 @@ class Segmenter:
 
     def _segment(self, text: str, spans: list[tuple[int, int]], base: int, offsets: bool) -> Segments:
         T, cap = self.phrase_tokens, self.sentence_tokens
-        encodings = self.tokenizer.encode_batch(
-            [text[a:b] for a, b in spans], add_special_tokens=False
-        )
+        encodings = self.tokenizer.encode_batch([text[a:b] for a, b in spans], add_special_tokens=False)
         counts = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         n = int(counts.sum())
         if n == 0:
@@ -213,9 +209,7 @@ class Segmenter:
             )
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, n)
         token_spans = np.fromiter(
-            itertools.chain.from_iterable(
-                itertools.chain.from_iterable(e.offsets) for e in encodings
-            ),
+            itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets) for e in encodings),
             np.int64,
             2 * n,
         ).reshape(n, 2)

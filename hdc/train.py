@@ -14,11 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import math
+import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from .stream import collate
 from .text import Segmenter, Segments, train_tokenizer
 
 MONITOR = "val_macro_f1"
+# What checkpointing and early stopping follow: macro-F1, with ties (common once validation is
+# nearly perfect) broken by the lower validation log-loss, which keeps improving after F1 stops.
+SELECT = "val_select"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,19 +78,37 @@ def collate_examples(items: list[tuple[Segments, np.ndarray]]) -> tuple[dict[str
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of documents of similar length, capped by padded tokens (B x P x T) rather than by
     document count. The order depends only on (seed, epoch), so a resumed run sees the same
-    batches as an uninterrupted one. Under DDP each rank takes every world-th batch."""
+    batches as an uninterrupted one. The epoch is read from `epoch()` (the trainer's), because
+    Lightning only calls set_epoch on samplers, not on batch samplers. Under DDP each rank takes
+    every world-th batch.
 
-    def __init__(self, phrases: list[int], phrase_tokens: int, batch_tokens: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
-        self.phrases, self.T, self.cap = np.asarray(phrases), phrase_tokens, batch_tokens
+    Length curriculum: in epoch e < curriculum_epochs, batches are drawn only from documents of
+    at most max_tokens / 2^(curriculum_epochs - e) tokens, as many batches as a full epoch has.
+    Sparse retrieval is learned on short documents, where the needle is usually among the
+    top-K, and then carried to long ones (a from-scratch model on long documents stayed at chance).
+    """
+
+    def __init__(
+        self,
+        phrases: list[int],
+        tokens: list[int],
+        phrase_tokens: int,
+        batch_tokens: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        curriculum_epochs: int = 0,
+        max_tokens: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+    ):
+        self.phrases, self.tokens = np.asarray(phrases), np.asarray(tokens)
+        self.T, self.cap = phrase_tokens, batch_tokens
         self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
+        self.curriculum_epochs, self.max_tokens = curriculum_epochs, max_tokens
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.phrases)) if self.shuffle else np.arange(len(self.phrases))
+    def _pack(self, order: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
         # Sort inside pools of ~64 batches: little padding, and batches still vary between epochs.
         per_batch = max(1, self.cap // (self.T * max(1, int(self.phrases.mean()))))
         pool = 64 * per_batch
@@ -105,6 +127,21 @@ class BucketBatchSampler(Sampler[list[int]]):
                 batches.append(batch)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _batches(self) -> list[list[int]]:
+        epoch = self.epoch()
+        rng = np.random.default_rng([self.seed, epoch])
+        everything = np.arange(len(self.phrases))
+        batches = self._pack(rng.permutation(everything) if self.shuffle else everything, rng)
+        if self.shuffle and epoch < self.curriculum_epochs:
+            limit = self.max_tokens >> (self.curriculum_epochs - epoch)
+            short = np.flatnonzero(self.tokens <= limit)
+            if len(short):
+                wanted, batches = len(batches), []
+                while len(batches) < wanted:
+                    batches += self._pack(rng.permutation(short), rng)
+                batches = batches[:wanted]
         if self.world > 1:
             usable = len(batches) - len(batches) % self.world or len(batches)
             batches = (batches * self.world)[:usable] if len(batches) < self.world else batches[:usable]
@@ -112,10 +149,19 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self):
-        return iter(self._batches())
+        # A generator: the batches are drawn at the first next(), once Lightning has restored
+        # the fit loop's progress, not when the iterator object is created.
+        yield from self._batches()
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def data_epoch(trainer: L.Trainer | None) -> int:
+    """The epoch about to be trained. After a resume from a checkpoint written at an epoch's end,
+    trainer.current_epoch still names the finished epoch until the next one has started; the
+    fit loop's count of processed epochs (what Lightning gives samplers) is already right."""
+    return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
 
 
 class DocumentData(L.LightningDataModule):
@@ -127,14 +173,21 @@ class DocumentData(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if shuffle and self.trainer else (0, 1)
         sampler = BucketBatchSampler(
             [s.num_phrases for s in dataset.segments],
+            [s.num_tokens for s in dataset.segments],
             self.config.model.phrase_tokens,
             self.config.train.batch_tokens,
             shuffle=shuffle,
             seed=self.config.train.seed,
             rank=rank,
             world=world,
+            curriculum_epochs=self.config.train.curriculum_epochs,
+            max_tokens=self.config.data.max_tokens,
+            epoch=lambda: data_epoch(self.trainer),
         )
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_examples)
+        # Its own generator: creating an iterator draws a seed, and must not move the global RNG
+        # that dropout uses (else a resumed run would drift from an uninterrupted one).
+        generator = torch.Generator().manual_seed(self.config.train.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_examples, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
@@ -180,7 +233,7 @@ class LitClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Dropout draws depend on (seed, epoch) alone, so resuming repeats an uninterrupted run.
-        torch.manual_seed(self.info.config.train.seed * 1000 + self.current_epoch)
+        torch.manual_seed(self.info.config.train.seed * 1000 + data_epoch(self.trainer))
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         warmup = self.info.config.train.dense_warmup_steps
@@ -192,7 +245,9 @@ class LitClassifier(L.LightningModule):
         if t.sentence_dropout:
             inputs = drop_sentences(inputs, t.sentence_dropout)
         if t.token_dropout:
-            inputs = inputs | {"tokens": inputs["tokens"].masked_fill(torch.rand(inputs["tokens"].shape) < t.token_dropout, 0)}
+            inputs = inputs | {
+                "tokens": inputs["tokens"].masked_fill(torch.rand(inputs["tokens"].shape) < t.token_dropout, 0)
+            }
         loss = self._loss(self.model(**inputs), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss
@@ -211,8 +266,14 @@ class LitClassifier(L.LightningModule):
         targets = np.concatenate([t for _, t in self._outputs])
         self._outputs.clear()
         result = scores(targets, decide(probabilities, self.info.multilabel), self.info.labels, self.info.multilabel)
+        p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        if self.info.multilabel:
+            log_loss = float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
+        else:
+            log_loss = float(-np.log(p[np.arange(len(targets)), targets]).mean())
         self.log(MONITOR, result["macro_f1"])
         self.log("val_accuracy", result["accuracy"])
+        self.log(SELECT, result["macro_f1"] - 1e-4 * min(log_loss, 10.0))
 
     def configure_optimizers(self):
         t = self.info.config.train
@@ -292,7 +353,11 @@ class ProgressLog(Callback):
         line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + " ".join(
             f"{name} {float(m[name]):.4f}" for name in ("train_loss", "val_loss", "val_accuracy", MONITOR) if name in m
         )
-        print(("\r\033[K" if self.tty else "") + line + f" ({time.perf_counter() - self.start:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            ("\r\033[K" if self.tty else "") + line + f" ({time.perf_counter() - self.start:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +384,16 @@ def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
                 if len(parts) < 3:
                     continue
                 if matrix is None:
-                    matrix = np.random.default_rng(0).normal(0, 0.02, (segmenter.vocab_size, len(parts) - 1)).astype(np.float32)
+                    matrix = (
+                        np.random.default_rng(0)
+                        .normal(0, 0.02, (segmenter.vocab_size, len(parts) - 1))
+                        .astype(np.float32)
+                    )
                     matrix[0] = 0
                 if len(parts) - 1 != matrix.shape[1]:
-                    raise HdcError(f"{path}:{number}: {len(parts) - 1} numbers, but the first vector has {matrix.shape[1]}")
+                    raise HdcError(
+                        f"{path}:{number}: {len(parts) - 1} numbers, but the first vector has {matrix.shape[1]}"
+                    )
                 for i in wanted.get(parts[0], ()):
                     if i not in found:
                         matrix[i] = np.asarray(parts[1:], np.float32)
@@ -351,10 +422,22 @@ def _targets(examples: list[Example], labels: list[str], multilabel: bool) -> np
     return targets
 
 
+def _best_f1(metrics_csv: Path) -> float | None:
+    """The macro-F1 of the selected epoch, read back from the log."""
+    rows = [r for r in csv.DictReader(open(metrics_csv)) if r.get(SELECT)] if metrics_csv.exists() else []
+    return float(max(rows, key=lambda r: float(r[SELECT]))[MONITOR]) if rows else None
+
+
 def _quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    for message in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*", ".*isinstance.*treespec.*", ".*smaller than the logging interval.*"):
+    for message in (
+        ".*does not have many workers.*",
+        ".*exists and is not empty.*",
+        ".*LeafSpec.*",
+        ".*isinstance.*treespec.*",
+        ".*smaller than the logging interval.*",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -389,7 +472,9 @@ def train(
 
     if resume:
         tokenizer_json = (out / "tokenizer.json").read_text(encoding="utf-8")
-        info = ModelInfo(config, tuple(json.loads((out / "labels.json").read_text())), multilabel, tokenizer_json, __version__)
+        info = ModelInfo(
+            config, tuple(json.loads((out / "labels.json").read_text())), multilabel, tokenizer_json, __version__
+        )
         if list(info.labels) != labels:
             raise HdcError(f"--resume: the labels of {train_path} differ from those of the run in {out}")
     else:
@@ -416,8 +501,11 @@ def train(
             raise HdcError(f"{empty[0].where}: empty after cleaning (no tokens); remove the record")
         return EncodedDocuments(segments, _targets(examples, labels, multilabel))
 
-    print(f"train: {len(train_examples)} documents, valid: {len(valid_examples)}, classes: {len(labels)}"
-          f"{' (multi-label)' if multilabel else ''}", file=sys.stderr)
+    print(
+        f"train: {len(train_examples)} documents, valid: {len(valid_examples)}, classes: {len(labels)}"
+        f"{' (multi-label)' if multilabel else ''}",
+        file=sys.stderr,
+    )
     data = DocumentData(encode(train_examples), encode(valid_examples), config)
 
     _quiet_lightning()
@@ -430,8 +518,13 @@ def train(
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
 
     checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="max",
-        save_last=True, save_top_k=1, enable_version_counter=False,
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor=SELECT,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
     )
     trainer = L.Trainer(
         default_root_dir=out,
@@ -443,7 +536,11 @@ def train(
         strategy=t.strategy,
         deterministic=t.deterministic,
         logger=ResumableCSVLogger(out, name="logs", version=""),
-        callbacks=[checkpoints, EarlyStopping(monitor=MONITOR, mode="max", patience=t.patience, check_on_train_epoch_end=False), ProgressLog()],
+        callbacks=[
+            checkpoints,
+            EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False),
+            ProgressLog(),
+        ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -456,7 +553,7 @@ def train(
     seconds = time.perf_counter() - start
     summary = {
         "best_checkpoint": str(out / "checkpoints" / "best.ckpt"),
-        "best_" + MONITOR: float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
+        "best_" + MONITOR: _best_f1(out / "logs" / "metrics.csv"),
         "epochs": trainer.current_epoch,
         "train_seconds": round(seconds, 1),
         "parameters": sum(p.numel() for p in module.model.parameters()),

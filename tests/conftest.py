@@ -34,8 +34,15 @@ def tiny_run(tmp_path_factory) -> Path:
     """A tiny model trained once for the whole session (a few seconds)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     result = run_cli(
-        "train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl",
-        "--valid", ASSETS / "tiny_valid.jsonl", "--out", out,
+        "train",
+        "--config",
+        TINY,
+        "--train",
+        ASSETS / "tiny_train.jsonl",
+        "--valid",
+        ASSETS / "tiny_valid.jsonl",
+        "--out",
+        out,
     )
     assert result.exit_code == 0, result.output
     return out

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import ASSETS, TINY, jsonl, run_cli
+
 from hdc import __version__
 from hdc.cli import cli
 
@@ -60,7 +60,12 @@ def test_missing_model_and_bad_flags_exit_2(tiny_run, tmp_path):
     assert run_cli("predict", tmp_path / "nope", "-").exit_code == 2
     assert run_cli("predict", tiny_run, "-", "--k", "0").exit_code == 2
     assert run_cli("predict", tiny_run, "-", "--shard", "3/2").exit_code == 2
-    assert run_cli("train", "--train", ASSETS / "tiny_train.jsonl", "--out", tmp_path / "r", "--set", "model.nope=1").exit_code == 2
+    assert (
+        run_cli(
+            "train", "--train", ASSETS / "tiny_train.jsonl", "--out", tmp_path / "r", "--set", "model.nope=1"
+        ).exit_code
+        == 2
+    )
     not_a_model = run_cli("predict", tmp_path, "-")
     assert not_a_model.exit_code == 2 and "not a run directory" in not_a_model.stderr
 

@@ -1,11 +1,8 @@
 """Readers: formats, lazy documents, and the messages for bad data."""
 
-import json
-
 import pytest
 
-from hdc.data import (BadInput, Document, check_trainable, iter_documents, load_examples, label_set,
-                      split_examples)
+from hdc.data import BadInput, Document, check_trainable, iter_documents, label_set, load_examples, split_examples
 from hdc.errors import HdcError, UsageError
 
 
@@ -23,12 +20,15 @@ def test_multilabel_detected_from_lists(assets):
     assert multilabel and labels == ["cooking", "sport", "weather"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"text": "a", "label": "x"}\nnot json\n', "data.jsonl:2: not valid JSON"),
-    ('{"body": "a", "label": "x"}\n', "no 'text' field"),
-    ('{"text": "a", "label": ""}\n', "data.jsonl:1: 'label' is empty"),
-    ('{"text": 5, "label": "x"}\n', "must be a string"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"text": "a", "label": "x"}\nnot json\n', "data.jsonl:2: not valid JSON"),
+        ('{"body": "a", "label": "x"}\n', "no 'text' field"),
+        ('{"text": "a", "label": ""}\n', "data.jsonl:1: 'label' is empty"),
+        ('{"text": 5, "label": "x"}\n', "must be a string"),
+    ],
+)
 def test_bad_jsonl(tmp_path, content, message):
     path = tmp_path / "data.jsonl"
     path.write_text(content)
@@ -73,12 +73,31 @@ def test_iter_documents_kinds_and_errors(tmp_path, assets):
     (tmp_path / "docs.jsonl").write_text('{"id": "x1", "text": "hello"}\n{bad\n{"text": "no id"}\n')
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
-    items = list(iter_documents([str(tmp_path / "a.txt"), str(tmp_path / "*.bin"), str(tmp_path / "empty.txt"),
-                                 str(tmp_path / "docs.jsonl"), str(latin), str(tmp_path / "missing"), str(tmp_path / "none-*.txt")]))
+    items = list(
+        iter_documents(
+            [
+                str(tmp_path / "a.txt"),
+                str(tmp_path / "*.bin"),
+                str(tmp_path / "empty.txt"),
+                str(tmp_path / "docs.jsonl"),
+                str(latin),
+                str(tmp_path / "missing"),
+                str(tmp_path / "none-*.txt"),
+            ]
+        )
+    )
     kinds = [(type(i).__name__, i.name.rsplit("/", 1)[-1]) for i in items]
-    assert kinds == [("Document", "a.txt"), ("BadInput", "b.bin"), ("BadInput", "empty.txt"), ("Document", "x1"),
-                     ("BadInput", "docs.jsonl:2"), ("Document", "docs.jsonl:3"), ("Document", "latin1.txt"),
-                     ("BadInput", "missing"), ("BadInput", "none-*.txt")]
+    assert kinds == [
+        ("Document", "a.txt"),
+        ("BadInput", "b.bin"),
+        ("BadInput", "empty.txt"),
+        ("Document", "x1"),
+        ("BadInput", "docs.jsonl:2"),
+        ("Document", "docs.jsonl:3"),
+        ("Document", "latin1.txt"),
+        ("BadInput", "missing"),
+        ("BadInput", "none-*.txt"),
+    ]
     assert "binary" in items[1].error and items[2].error == "empty file"
     document = items[6]
     assert document.read() == "caf\ufffd cr\ufffdme" and "2 characters replaced" in document.warnings[0]

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ASSETS, jsonl, run_cli
+
 from hdc.data import Document
 from hdc.export import parity
 from hdc.predict import load_predictor
@@ -44,12 +44,15 @@ def test_parity_with_torch_at_several_shapes(tiny_run, tiny_bundle, block_tokens
 
 def test_runtime_works_with_torch_blocked(tiny_bundle):
     code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None\n"
-        "from hdc.cli import main\n"
-        "main()\n"
+        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None\nfrom hdc.cli import main\nmain()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, "predict", str(tiny_bundle), "-"],
-                            input="Bake the pie for forty minutes until golden.\n", capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "predict", str(tiny_bundle), "-"],
+        input="Bake the pie for forty minutes until golden.\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     [record] = jsonl(result.stdout)
     assert record["label"] == "cooking"

@@ -3,7 +3,19 @@ import torch
 from hdc.config import ModelConfig
 from hdc.model import HierarchicalClassifier, masked_softmax
 
-CONFIG = ModelConfig(vocab_size=50, d_model=16, heads=2, phrase_tokens=4, sentence_tokens=8, queries=2, top_k=3, dropout=0.0, ngram_orders=(1, 2), ngram_buckets=64, ngram_dim=8)
+CONFIG = ModelConfig(
+    vocab_size=50,
+    d_model=16,
+    heads=2,
+    phrase_tokens=4,
+    sentence_tokens=8,
+    queries=2,
+    top_k=3,
+    dropout=0.0,
+    ngram_orders=(1, 2),
+    ngram_buckets=64,
+    ngram_dim=8,
+)
 
 
 def batch():
@@ -15,7 +27,9 @@ def batch():
     phrase_sentence = torch.tensor([[0, 0, 1, 2, 2], [0, 0, -1, -1, -1]])
     sentence_phrases = torch.tensor([[[0, 1], [2, -1], [3, 4]], [[0, 1], [-1, -1], [-1, -1]]])
     selectable = tokens.gt(0).any(-1)
-    return dict(tokens=tokens, phrase_sentence=phrase_sentence, sentence_phrases=sentence_phrases, selectable=selectable)
+    return dict(
+        tokens=tokens, phrase_sentence=phrase_sentence, sentence_phrases=sentence_phrases, selectable=selectable
+    )
 
 
 def model() -> HierarchicalClassifier:

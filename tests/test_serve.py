@@ -40,18 +40,25 @@ def test_health_and_labels(server):
 def test_classify_one_and_a_batch(server):
     status, body = request(server, "POST", "/classify", json.dumps({"text": "Stir the soup slowly and add salt."}))
     assert status == 200 and body["label"] == "cooking" and len(body["top"]) == 3
-    status, body = request(server, "POST", "/classify", json.dumps({"texts": ["The Rovers won the final.", "Snow closed the roads."]}))
+    status, body = request(
+        server, "POST", "/classify", json.dumps({"texts": ["The Rovers won the final.", "Snow closed the roads."]})
+    )
     assert status == 200 and [r["label"] for r in body["results"]] == ["sport", "weather"]
-    status, body = request(server, "POST", "/classify", json.dumps({"documents": [{"id": "a7", "text": "Bake the pie."}]}))
+    status, body = request(
+        server, "POST", "/classify", json.dumps({"documents": [{"id": "a7", "text": "Bake the pie."}]})
+    )
     assert status == 200 and body["results"][0]["id"] == "a7"
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ("{not json", 400, "not valid JSON"),
-    (json.dumps({"txt": "x"}), 400, "expected"),
-    (json.dumps({"texts": [1, 2]}), 400, "list of strings"),
-    (json.dumps({"text": "x" * 5000}), 413, "over the limit"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ("{not json", 400, "not valid JSON"),
+        (json.dumps({"txt": "x"}), 400, "expected"),
+        (json.dumps({"texts": [1, 2]}), 400, "list of strings"),
+        (json.dumps({"text": "x" * 5000}), 413, "over the limit"),
+    ],
+)
 def test_bad_requests(server, body, status, message):
     got, reply = request(server, "POST", "/classify", body)
     assert got == status and message in reply["error"]

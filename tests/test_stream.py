@@ -19,8 +19,18 @@ def texts(assets):
 @pytest.fixture(scope="module")
 def setup(texts):
     segmenter = Segmenter(train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32)
-    config = ModelConfig(vocab_size=segmenter.vocab_size, d_model=32, heads=2, phrase_tokens=8, sentence_tokens=32,
-                         queries=3, top_k=5, ngram_orders=(1, 2), ngram_buckets=512, ngram_dim=8)
+    config = ModelConfig(
+        vocab_size=segmenter.vocab_size,
+        d_model=32,
+        heads=2,
+        phrase_tokens=8,
+        sentence_tokens=32,
+        queries=3,
+        top_k=5,
+        ngram_orders=(1, 2),
+        ngram_buckets=512,
+        ngram_dim=8,
+    )
     torch.manual_seed(0)
     model = HierarchicalClassifier(config, num_classes=4).eval()
     return segmenter, model
@@ -77,14 +87,27 @@ class FakeBackend:
         order = np.argsort(-scores, axis=-1, kind="stable")[..., :k]  # ties: lower index first
         top = np.take_along_axis(scores, order, -1)
         states = np.repeat(order[..., None].astype(np.float32), 2, -1)
-        return {"dense_max": np.zeros(1), "dense_sum": np.ones(1), "dense_acc": np.zeros((1, 2)),
-                "top_scores": top, "top_phrases": order, "top_states": states}
+        return {
+            "dense_max": np.zeros(1),
+            "dense_sum": np.ones(1),
+            "dense_acc": np.zeros((1, 2)),
+            "top_scores": top,
+            "top_phrases": order,
+            "top_states": states,
+        }
 
 
 def block(first: int, n: int) -> Segments:
     tokens = np.arange(first + 1, first + n + 1, dtype=np.int32)[:, None].repeat(2, 1)  # distinct phrases
-    return Segments(tokens=tokens, phrase_sentence=np.arange(n, dtype=np.int32), sentence_spans=np.zeros((n, 2), np.int64),
-                    phrase_spans=np.zeros((n, 2), np.int64), token_spans=None, first_sentence=first, first_phrase=first)
+    return Segments(
+        tokens=tokens,
+        phrase_sentence=np.arange(n, dtype=np.int32),
+        sentence_spans=np.zeros((n, 2), np.int64),
+        phrase_spans=np.zeros((n, 2), np.int64),
+        token_spans=None,
+        first_sentence=first,
+        first_phrase=first,
+    )
 
 
 def test_top_k_merge_is_exact_with_ties():

@@ -6,7 +6,7 @@ import pytest
 from hdc.text import Segmenter, split_sentences, train_tokenizer
 
 TEXT = (
-    "Dr. Smith arrived in the U.S. on Monday. He said: \"It's fine.\" Then he left!\n\n"
+    'Dr. Smith arrived in the U.S. on Monday. He said: "It\'s fine." Then he left!\n\n'
     "Café naïve — 東京 is busy 🙂. A second paragraph follows. Numbers like 3.5 stay whole."
 )
 
@@ -21,7 +21,7 @@ def test_sentences_respect_abbreviations_and_paragraphs():
     spans, _ = split_sentences(TEXT)
     sentences = [TEXT[a:b] for a, b in spans]
     assert sentences[0] == "Dr. Smith arrived in the U.S. on Monday."
-    assert sentences[1] == "He said: \"It's fine.\""
+    assert sentences[1] == 'He said: "It\'s fine."'
     assert sentences[2] == "Then he left!"
     assert sentences[3].startswith("Café")
     assert "3.5 stay whole." in sentences[-1]

@@ -4,7 +4,6 @@ import csv
 import json
 
 import torch
-
 from conftest import ASSETS, TINY, jsonl, run_cli
 
 TWO_STEPS = ("--set", "train.max_epochs=1", "--set", "train.batch_tokens=16384")  # 240 docs: 2 batches
@@ -12,10 +11,27 @@ TWO_STEPS = ("--set", "train.max_epochs=1", "--set", "train.batch_tokens=16384")
 
 def test_train_two_steps_then_resume_evaluate_predict(tmp_path):
     out = tmp_path / "run"
-    args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--valid", ASSETS / "tiny_valid.jsonl", "--out", out)
+    args = (
+        "train",
+        "--config",
+        TINY,
+        "--train",
+        ASSETS / "tiny_train.jsonl",
+        "--valid",
+        ASSETS / "tiny_valid.jsonl",
+        "--out",
+        out,
+    )
     result = run_cli(*args, *TWO_STEPS)
     assert result.exit_code == 0, result.output
-    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "tokenizer.json", "config.yaml", "labels.json", "logs/metrics.csv"):
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "tokenizer.json",
+        "config.yaml",
+        "labels.json",
+        "logs/metrics.csv",
+    ):
         assert (out / name).exists(), name
     first = torch.load(out / "checkpoints/last.ckpt", weights_only=True)
     assert first["global_step"] == 2 and first["hdc"]["labels"] == ["cooking", "sport", "weather"]
@@ -23,7 +39,9 @@ def test_train_two_steps_then_resume_evaluate_predict(tmp_path):
     again = run_cli(*args, *TWO_STEPS)  # refusing to overwrite a run
     assert again.exit_code == 2 and "--resume" in again.output
 
-    resumed = run_cli("train", "--train", ASSETS / "tiny_train.jsonl", "--out", out, "--resume", "--set", "train.max_epochs=2")
+    resumed = run_cli(
+        "train", "--train", ASSETS / "tiny_train.jsonl", "--out", out, "--resume", "--set", "train.max_epochs=2"
+    )
     assert resumed.exit_code == 0, resumed.output
     last = torch.load(out / "checkpoints/last.ckpt", weights_only=True)
     assert last["global_step"] == 4 and last["epoch"] == 1  # the second epoch (0-based)
@@ -40,23 +58,36 @@ def test_train_two_steps_then_resume_evaluate_predict(tmp_path):
     predicted = run_cli("predict", out / "checkpoints" / "best.ckpt", ASSETS / "folders", "--k", "2")
     assert predicted.exit_code == 0, predicted.output
     records = jsonl(predicted.stdout)
-    assert len(records) == 12 and all(len(r["top"]) == 2 and r["label"] in ("cooking", "sport", "weather") for r in records)
+    assert len(records) == 12 and all(
+        len(r["top"]) == 2 and r["label"] in ("cooking", "sport", "weather") for r in records
+    )
 
 
 def test_tiny_model_learns(tiny_run):
-    result = run_cli("evaluate", tiny_run, ASSETS / "tiny_test.csv", "--text-column", "body", "--label-column", "topic", "--json")
+    result = run_cli(
+        "evaluate", tiny_run, ASSETS / "tiny_test.csv", "--text-column", "body", "--label-column", "topic", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] >= 0.9
 
 
 def test_multilabel_end_to_end(tmp_path):
     out = tmp_path / "ml"
-    result = run_cli("train", "--config", TINY, "--train", ASSETS / "multilabel.jsonl", "--out", out, "--set", "train.max_epochs=8")
+    result = run_cli(
+        "train", "--config", TINY, "--train", ASSETS / "multilabel.jsonl", "--out", out, "--set", "train.max_epochs=8"
+    )
     assert result.exit_code == 0, result.output
     evaluated = run_cli("evaluate", out, ASSETS / "multilabel.jsonl", "--json")
     metrics = json.loads(evaluated.stdout)
     assert metrics["micro_f1"] > 0.8, metrics
-    predicted = run_cli("predict", out, "-", "--threshold", "0.5", input="Stir the soup slowly. The City won the match after a late goal.\n")
+    predicted = run_cli(
+        "predict",
+        out,
+        "-",
+        "--threshold",
+        "0.5",
+        input="Stir the soup slowly. The City won the match after a late goal.\n",
+    )
     [record] = jsonl(predicted.stdout)
     assert isinstance(record["labels"], list) and "label" not in record
     assert all(0 <= t["prob"] <= 1 for t in record["top"])
@@ -64,8 +95,19 @@ def test_multilabel_end_to_end(tmp_path):
 
 def test_folder_per_class_and_word_vectors(tmp_path):
     out = tmp_path / "vec"
-    result = run_cli("train", "--config", TINY, "--train", ASSETS / "folders", "--out", out, "--embeddings", ASSETS / "vectors.vec",
-                     "--set", "data.valid_fraction=0.25")
+    result = run_cli(
+        "train",
+        "--config",
+        TINY,
+        "--train",
+        ASSETS / "folders",
+        "--out",
+        out,
+        "--embeddings",
+        ASSETS / "vectors.vec",
+        "--set",
+        "data.valid_fraction=0.25",
+    )
     assert result.exit_code == 0, result.output
     assert "tokens initialised" in result.stderr
     saved = torch.load(out / "checkpoints/best.ckpt", weights_only=True)
