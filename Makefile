@@ -27,6 +27,11 @@ demo: $(STAMP)
 	head -n 5 data/news/test.jsonl | $(BIN)/hdc predict $(DEMO) data/news/test.jsonl --output $(DEMO)/predictions.jsonl
 	head -n 3 $(DEMO)/predictions.jsonl
 
+# Installs Debian's Chromium (needs root or sudo) and runs the inspection tests, the page render included.
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python -m pytest -q tests/test_explain.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/news.py
 

@@ -35,10 +35,12 @@ def peak_rss_mb() -> float:
 
 
 def update_results(section: str, values: dict, meta: dict) -> None:
-    """Replace one top-level section of bench/results.json, keeping the others."""
+    """Set the keys of `values` in one top-level section of bench/results.json, keeping the rest;
+    `_meta["section.key"]` records how each was measured (command, date, machine)."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[section] = values
-    results.setdefault("_meta", {})[section] = meta
+    results.setdefault(section, {}).update(values)
+    for key in values:
+        results.setdefault("_meta", {})[f"{section}.{key}"] = meta
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     tmp.replace(RESULTS)

@@ -213,6 +213,11 @@ def cmd_run(args) -> None:
         },
     }
     update_results("needle", results, meta)
+    faithful = {
+        tokens: {"faithful_selected": r["hdc"]["faithful_selected"], "faithful_top_sentence": r["hdc"]["faithful_top_sentence"]}
+        for tokens, r in results.items() if "hdc" in r
+    }
+    update_results("inspect", {"needle": faithful}, meta)
 
 
 def main() -> None:

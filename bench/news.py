@@ -31,7 +31,7 @@ STRIP = re.compile(
     r"\(CNN\)|/TASS/|chinadaily\.com\.cn|China Daily|Huffington Post|Share this slide:|"
     r"Al Jazeera|ABC News|Learn more|HuffPost|CNN|TASS|BBC|DW|RTE"
 )
-C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def read(path: Path) -> list[dict]:

@@ -120,6 +120,9 @@ class HierarchicalClassifier(nn.Module):
         self.retrieval = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
         self.token_kv = nn.Linear(D, 2 * D)
         self.token_query = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
+        # Fusion re-ranks the K selected phrases by their content too; zero at first, so fusion
+        # starts as a softmax of the retrieval scores.
+        self.rerank = nn.Parameter(torch.zeros(c.queries, D))  # [M, D]
         self.sparse_out = nn.Linear(c.queries * D, D)
 
         # document level and head
@@ -241,9 +244,14 @@ class HierarchicalClassifier(nn.Module):
         dense = state["dense_acc"] / state["dense_sum"].clamp_min(1e-30)[:, None]  # [B, D]
         dense = dense * self.dense_scale if c.dense else torch.zeros_like(dense)
 
-        top_scores = state["top_scores"]  # [B, M, K]
-        fusion = masked_softmax(top_scores, top_scores > NEG / 2)
-        sparse = self.sparse_out((fusion[..., None] * state["top_states"]).sum(2).flatten(1))  # [B, D]
+        # Fusion weights: retrieval score plus a content score of each selected phrase. The
+        # retrieval score's margin over the best filler shrinks as documents grow (the K-th
+        # best of a million phrases scores higher than of a hundred); the content score does
+        # not depend on what else the document holds, so a needle among the K keeps its weight.
+        top_scores, top_states = state["top_scores"], state["top_states"]  # [B, M, K], [B, M, K, D]
+        rerank = torch.einsum("bmkd,md->bmk", top_states, self.rerank)
+        fusion = masked_softmax(top_scores + rerank, top_scores > NEG / 2)
+        sparse = self.sparse_out((fusion[..., None] * top_states).sum(2).flatten(1))  # [B, D]
         if not c.sparse:
             sparse = torch.zeros_like(sparse)
 

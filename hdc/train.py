@@ -107,6 +107,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
         self.curriculum_epochs, self.max_tokens = curriculum_epochs, max_tokens
         self.epoch = epoch
+        # Every epoch has the same number of batches: Lightning counts them once, and runs
+        # validation when that count is reached.
+        everything = np.arange(len(self.phrases))
+        self.length = len(self._pack(everything, np.random.default_rng(seed)))
 
     def _pack(self, order: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
         # Sort inside pools of ~64 batches: little padding, and batches still vary between epochs.
@@ -132,16 +136,15 @@ class BucketBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[list[int]]:
         epoch = self.epoch()
         rng = np.random.default_rng([self.seed, epoch])
-        everything = np.arange(len(self.phrases))
-        batches = self._pack(rng.permutation(everything) if self.shuffle else everything, rng)
+        pool = np.arange(len(self.phrases))
         if self.shuffle and epoch < self.curriculum_epochs:
             limit = self.max_tokens >> (self.curriculum_epochs - epoch)
             short = np.flatnonzero(self.tokens <= limit)
-            if len(short):
-                wanted, batches = len(batches), []
-                while len(batches) < wanted:
-                    batches += self._pack(rng.permutation(short), rng)
-                batches = batches[:wanted]
+            pool = short if len(short) else pool
+        batches: list[list[int]] = []
+        while len(batches) < self.length:  # shuffled passes over the pool, cut to the epoch's length
+            batches += self._pack(rng.permutation(pool) if self.shuffle else pool, rng)
+        batches = batches[: self.length]
         if self.world > 1:
             usable = len(batches) - len(batches) % self.world or len(batches)
             batches = (batches * self.world)[:usable] if len(batches) < self.world else batches[:usable]

@@ -24,6 +24,24 @@ def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def same_records(a: list[dict], b: list[dict], tol: float = 1e-5) -> bool:
+    """Equal prediction records, up to float noise in the probabilities: documents batched
+    differently are padded differently, which moves the last printed digit."""
+
+    def key(r: dict) -> str:  # ids and paths are unique, so this orders the records
+        return json.dumps({k: v for k, v in r.items() if k != "top"}, sort_keys=True)
+
+    def close(x: dict, y: dict) -> bool:
+        top_x, top_y = x.get("top", []), y.get("top", [])
+        return (
+            {k: v for k, v in x.items() if k != "top"} == {k: v for k, v in y.items() if k != "top"}
+            and [t["label"] for t in top_x] == [t["label"] for t in top_y]
+            and all(abs(s["prob"] - t["prob"]) <= tol for s, t in zip(top_x, top_y))
+        )
+
+    return len(a) == len(b) and all(close(x, y) for x, y in zip(sorted(a, key=key), sorted(b, key=key)))
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return ASSETS

@@ -1,0 +1,165 @@
+"""hdc inspect: spans, weights, the HTML page, summaries of streamed documents, bundles."""
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from conftest import ASSETS, run_cli
+
+TEXT = (
+    "The Rovers won the match after a late goal in the second half. Fans filled the stadium to watch "
+    "the final. Heavy rain is expected across the north on Monday.\n\nOfficials said more details would follow."
+)
+
+
+@pytest.fixture()
+def document(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def inspect_json(model, path, tmp_path, *extra):
+    out = tmp_path / "out.json"
+    result = run_cli("inspect", model, path, "--json", out, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def test_spans_round_trip_and_weights_sum(tiny_run, document, tmp_path):
+    report = inspect_json(tiny_run, document, tmp_path)
+    assert report["mode"] == "full" and report["labels"] == ["sport"]
+    assert abs(sum(report["probabilities"].values()) - 1) < 1e-5
+    assert abs(sum(s["weight"] for s in report["sentences"]) - 1) < 1e-5
+    for s in report["sentences"]:
+        phrases = [p for p in report["phrases"] if p["sentence"] == s["index"]]
+        assert abs(sum(p["weight"] for p in phrases) - 1) < 1e-5
+        a, b = s["span"]
+        assert TEXT[a:b].strip() == TEXT[a:b] and TEXT[a:b]
+    for p in report["phrases"]:
+        tokens = [t for t in report["tokens"] if t["phrase"] == p["index"]]
+        assert abs(sum(t["weight"] for t in tokens) - 1) < 1e-5
+        a, b = p["span"]
+        assert TEXT[a:b] and all(a <= t["span"][0] <= t["span"][1] <= b for t in tokens)
+        # the tokens' spans cover the phrase's text, whitespace aside
+        assert "".join(TEXT[t["span"][0] : t["span"][1]] for t in tokens) == "".join(TEXT[a:b].split())
+    selected = [p for p in report["phrases"] if p["selected"]]
+    assert selected and len(report["selected"]) >= len(selected)
+    for q in range(2):  # ranks of each query are 1..P over the real phrases
+        ranks = sorted(p["queries"][q]["rank"] for p in report["phrases"])
+        assert ranks == list(range(1, len(report["phrases"]) + 1))
+
+
+@pytest.mark.parametrize("text", ["Goal!", "Stir the soup slowly and add a pinch of salt."])
+def test_one_word_and_one_sentence(tiny_run, tmp_path, text):
+    path = tmp_path / "short.txt"
+    path.write_text(text)
+    report = inspect_json(tiny_run, path, tmp_path)
+    values = [s["weight"] for s in report["sentences"]] + [t["weight"] for t in report["tokens"]]
+    assert np.isfinite(values).all() and len(report["sentences"]) == 1
+
+
+def test_empty_after_cleaning_is_a_clear_error(tiny_run, tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("   \n\n   ")
+    result = run_cli("inspect", tiny_run, path)
+    assert result.exit_code == 1 and "empty after cleaning" in result.output and "Traceback" not in result.output
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.text, self.tags, self.external = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href") and value and value.startswith(("http:", "https:", "//")):
+                self.external.append(value)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_is_self_contained_and_shows_the_selection(tiny_run, document, tmp_path):
+    page = tmp_path / "page.html"
+    assert run_cli("inspect", tiny_run, document, "--html", page, "--json", tmp_path / "r.json").exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    parser = Collector()
+    parser.feed(page.read_text())
+    text = "".join(parser.text)
+    assert not parser.external and "script" not in parser.tags
+    assert "sport" in text and "<style>" in page.read_text()
+    for s in report["selected"]:
+        assert f"q{s['query'] + 1}·{s['rank']}" in text
+
+
+def test_checkpoint_and_bundle_agree(tiny_run, tiny_bundle, document, tmp_path):
+    a = inspect_json(tiny_run, document, tmp_path)
+    b = inspect_json(tiny_bundle, document, tmp_path)
+    assert a["labels"] == b["labels"] and [s["phrase"] for s in a["selected"]] == [s["phrase"] for s in b["selected"]]
+    for key in ("sentences", "tokens", "phrases"):
+        for x, y in zip(a[key], b[key]):
+            assert x["span"] == y["span"] and abs(x["weight"] - y["weight"]) <= 1e-4
+    for x, y in zip(a["selected"], b["selected"]):
+        assert abs(x["score"] - y["score"]) <= 1e-4 and abs(x["fusion"] - y["fusion"]) <= 1e-4
+
+
+def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
+    texts = [json.loads(line)["text"] for line in open(ASSETS / "tiny_train.jsonl")]
+    path = tmp_path / "long.txt"
+    path.write_text("\n\n".join(texts * 3))
+    report = inspect_json(tiny_bundle, path, tmp_path, "--block-tokens", "512", "--top", "3")
+    assert report["mode"] == "summary" and "tokens" not in report
+    assert report["tokens_total"] > 5000 and len(report["sentences"]) >= 3
+    text = path.read_text()
+    for item in report["selected"] + report["sentences"]:
+        a, b = item["span"]
+        assert item["context"]["text"] == text[a:b]
+        assert text[: a].endswith(item["context"]["before"]) and text[b:].startswith(item["context"]["after"])
+    page = tmp_path / "long.html"
+    assert run_cli("inspect", tiny_bundle, path, "--block-tokens", "512", "--html", page).exit_code == 0
+    assert "Selected phrases" in page.read_text() and page.stat().st_size < 200_000
+
+
+def test_many_files_with_an_index(tiny_run, tmp_path):
+    out = tmp_path / "reports"
+    result = run_cli("inspect", tiny_run, ASSETS / "folders" / "sport", str(tmp_path / "missing.txt"), "--out-dir", out)
+    assert result.exit_code == 1  # the missing file; the others still get their pages
+    pages = sorted(p.name for p in out.glob("*.html"))
+    assert "index.html" in pages and len(pages) == 5 and len(list(out.glob("*.json"))) == 4
+    index = (out / "index.html").read_text()
+    assert all(p in index for p in pages if p != "index.html") and "missing.txt" in index
+
+
+def test_summary_on_stdout(tiny_run, document):
+    result = run_cli("inspect", tiny_run, document)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].startswith(str(document) + ": sport")
+    assert "top sentences" in result.stdout and "selected phrases" in result.stdout
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test-browser installs it)")
+def test_page_renders_in_chromium(tiny_run, document, tmp_path):
+    page, shot = tmp_path / "page.html", tmp_path / "page.png"
+    assert run_cli("inspect", tiny_run, document, "--html", page).exit_code == 0
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    assert "class=\"sentence\"" in dom and "sport" in dom
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
+         "--window-size=1000,800", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000
