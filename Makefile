@@ -24,8 +24,14 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/hdc train --config configs/news.yaml --train data/news/train.jsonl --valid data/news/valid.jsonl --out $(DEMO) --set train.max_epochs=6
 	$(BIN)/hdc evaluate $(DEMO) data/news/test.jsonl --report $(DEMO)/report
-	head -n 5 data/news/test.jsonl | $(BIN)/hdc predict $(DEMO) data/news/test.jsonl --output $(DEMO)/predictions.jsonl
+	$(BIN)/hdc predict $(DEMO) data/news/test.jsonl --output $(DEMO)/predictions.jsonl
 	head -n 3 $(DEMO)/predictions.jsonl
+	$(BIN)/hdc export $(DEMO) $(DEMO)/bundle
+	$(BIN)/hdc predict $(DEMO)/bundle data/news/test.jsonl --output $(DEMO)/predictions-onnx.jsonl
+	head -n 3 $(DEMO)/predictions-onnx.jsonl
+	head -n 1 data/news/test.jsonl | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["text"])' > $(DEMO)/article.txt
+	$(BIN)/hdc inspect $(DEMO) $(DEMO)/article.txt --html $(DEMO)/article.html
+	@echo "demo done: open $(DEMO)/article.html to see the weights of every level" >&2
 
 # Installs Debian's Chromium (needs root or sudo) and runs the inspection tests, the page render included.
 test-browser: $(STAMP)

@@ -79,12 +79,19 @@ def main() -> None:
                     drops.setdefault(name, []).append(p0 - float(result.probabilities[label]))
                     flips.setdefault(name, []).append(int(result.probabilities.argmax()) != label)
     results = {
-        name: {"documents": len(values), "mean_probability_drop": round(float(np.mean(values)), 4),
-               "label_flip_rate": round(float(np.mean(flips[name])), 4)}
+        name: {
+            "documents": len(values),
+            "mean_probability_drop": round(float(np.mean(values)), 4),
+            "label_flip_rate": round(float(np.mean(flips[name])), 4),
+        }
         for name, values in sorted(drops.items())
     }
     print(json.dumps(results, indent=1))
-    update_results("inspect", {"news_deletion": results}, {"command": "python bench/faithfulness.py", "date": today(), "machine": machine()})
+    update_results(
+        "inspect",
+        {"news_deletion": results},
+        {"command": "python bench/faithfulness.py", "date": today(), "machine": machine()},
+    )
 
 
 if __name__ == "__main__":

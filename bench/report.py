@@ -27,25 +27,34 @@ def meta(results: dict, *keys: str) -> str:
 
 def news(results: dict) -> list[str]:
     lines = ["### News (`bench/news.py`)", "", meta(results, *[f"news.{m}" for m in results.get("news", {})]), ""]
-    lines += ["| method | test accuracy | test macro-F1 | stripped accuracy | stripped macro-F1 | train s | predict docs/s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| method | test accuracy | test macro-F1 | stripped accuracy | stripped macro-F1 | train s | predict docs/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method, r in results.get("news", {}).items():
         s = results.get("news_stripped", {}).get(method, {})
-        lines.append(f"| {method} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {s.get('accuracy', float('nan')):.3f} | "
-                     f"{s.get('macro_f1', float('nan')):.3f} | {r['train_s']:.0f} | {r['predict_docs_per_s']:.0f} |")
+        lines.append(
+            f"| {method} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {s.get('accuracy', float('nan')):.3f} | "
+            f"{s.get('macro_f1', float('nan')):.3f} | {r['train_s']:.0f} | {r['predict_docs_per_s']:.0f} |"
+        )
     return lines
 
 
 def needle(results: dict) -> list[str]:
     data = results.get("needle", {})
     lines = ["### Needle (`bench/needle.py`)", "", meta(results, *[f"needle.{k}" for k in data]), ""]
-    lines += ["| length | method | docs | accuracy | min recall (class) | s/doc | tokens/s | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| length | method | docs | accuracy | min recall (class) | s/doc | tokens/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for tokens, methods in data.items():
         for method, r in methods.items():
             recall = r.get("needle_recall")
             worst = f"{min(recall.values()):.3f} ({min(recall, key=recall.get)})" if recall else "—"
-            lines.append(f"| {SIZES.get(tokens, tokens)} | {method} | {r['docs']} | {r['accuracy']:.3f} | {worst} | "
-                         f"{r['seconds_per_doc']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {SIZES.get(tokens, tokens)} | {method} | {r['docs']} | {r['accuracy']:.3f} | {worst} | "
+                f"{r['seconds_per_doc']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
+            )
     return lines
 
 
@@ -54,8 +63,16 @@ def main() -> None:
     out = news(results) + [""] + needle(results)
     for section in ("onnx", "inspect", "reliability"):
         if section in results:
-            out += ["", f"### {section}", "", meta(results, *[f"{section}.{k}" for k in results[section]]), "",
-                    "```json", json.dumps(results[section], indent=1), "```"]
+            out += [
+                "",
+                f"### {section}",
+                "",
+                meta(results, *[f"{section}.{k}" for k in results[section]]),
+                "",
+                "```json",
+                json.dumps(results[section], indent=1),
+                "```",
+            ]
     sys.stdout.write("\n".join(out) + "\n")
 
 

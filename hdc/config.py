@@ -32,8 +32,8 @@ class ModelConfig:
     top_k: int = 8  # K phrases selected per query, whatever the document's length
     sparse: bool = True  # the HSA path: top-K phrase retrieval
     dense: bool = True  # the HAN path: attention pooling over all sentences
-    ngram_orders: tuple[int, ...] = ()  # hashed token n-gram branch, e.g. [1, 2]; () turns it off
-    ngram_buckets: int = 262144
+    ngram_orders: tuple[int, ...] = ()  # hashed char n-gram branch, e.g. [2, 3, 4, 5]; () turns it off
+    ngram_buckets: int = 262144  # hash table rows; each holds an ngram_dim-wide embedding
     ngram_dim: int = 64
 
 

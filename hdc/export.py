@@ -33,12 +33,16 @@ from .checkpoint import TorchBackend, load_checkpoint
 from .data import Document
 from .errors import HdcError, UsageError
 from .io import current_umask, write_atomic
-from .model import INPUTS, NGRAM_STATE, STATE, WEIGHTS, HierarchicalClassifier
+from .model import INPUTS, NGRAM_INPUTS, NGRAM_STATE, STATE, WEIGHTS, HierarchicalClassifier
 from .predict import ModelInfo, Predictor, load_predictor
 
 FORMAT = 1  # bundle layout version, checked by the runtime
 PARITY_TOLERANCE = {None: 1e-4, "int8": 0.15}  # max |p_torch - p_onnx| allowed before export fails
 HEAD_STATE = ("dense_sum", "dense_acc", "top_scores", "top_states")
+
+
+def block_inputs(model: HierarchicalClassifier) -> tuple[str, ...]:
+    return INPUTS + (NGRAM_INPUTS if model.config.ngram_orders else ())
 
 
 def block_outputs(model: HierarchicalClassifier) -> tuple[str, ...]:
@@ -54,8 +58,8 @@ class BlockGraph(nn.Module):
         super().__init__()
         self.model, self.names = model, block_outputs(model)
 
-    def forward(self, tokens, phrase_sentence, sentence_phrases, selectable):
-        state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable)
+    def forward(self, tokens, phrase_sentence, sentence_phrases, selectable, ngrams=None):
+        state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable, ngrams)
         return tuple(state[name] for name in self.names)
 
 
@@ -91,31 +95,37 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
     tokens = torch.randint(1, c.vocab_size, (B, P, T))
     phrase_sentence = (torch.arange(P) // Q).expand(B, P).contiguous()
     sentence_phrases = torch.cat([torch.arange(P), torch.tensor([-1])]).view(S, Q).expand(B, S, Q).contiguous()
-    block_args = (tokens, phrase_sentence, sentence_phrases, torch.ones(B, P, dtype=torch.bool))
+    block_args = [tokens, phrase_sentence, sentence_phrases, torch.ones(B, P, dtype=torch.bool)]
     batch, phrases = torch.export.Dim("batch", min=1), torch.export.Dim("phrases", min=1)
     sentences, slots = torch.export.Dim("sentences", min=1), torch.export.Dim("slots", min=1)
+    block_shapes = {
+        "tokens": {0: batch, 1: phrases},
+        "phrase_sentence": {0: batch, 1: phrases},
+        "sentence_phrases": {0: batch, 1: sentences, 2: slots},
+        "selectable": {0: batch, 1: phrases},
+    }
+    if c.ngram_orders:
+        block_args.append(torch.randint(0, c.ngram_buckets + 1, (B, P, 5)))
+        block_shapes["ngrams"] = {0: batch, 1: phrases, 2: torch.export.Dim("grams", min=1)}
     head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D)]
     if c.ngram_orders:
         head_args += [torch.randn(B, c.ngram_dim), torch.rand(B) + 1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        model.ngram_histogram = True
         torch.onnx.export(
             BlockGraph(model),
-            block_args,
+            tuple(block_args),
             folder / "block.onnx",
-            input_names=list(INPUTS),
+            input_names=list(block_inputs(model)),
             output_names=list(block_outputs(model)),
-            dynamic_shapes={
-                "tokens": {0: batch, 1: phrases},
-                "phrase_sentence": {0: batch, 1: phrases},
-                "sentence_phrases": {0: batch, 1: sentences, 2: slots},
-                "selectable": {0: batch, 1: phrases},
-            },
+            dynamic_shapes=block_shapes,
             dynamo=True,
             external_data=False,
             opset_version=opset,
             verbose=False,
         )
+        model.ngram_histogram = False
         torch.onnx.export(
             HeadGraph(model),
             tuple(head_args),

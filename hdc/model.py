@@ -7,6 +7,8 @@
                  sparse: HSA; K phrases per learned query, chosen by their CLS landmarks,
                          then token attention inside each chosen phrase
            ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
+    ngrams ──▶ optional n-gram branch: IDF-weighted mean of hashed char n-gram embeddings,
+               concatenated to the document vector before the logits
 
 `encode` reads one block of phrases and returns a state whose parts merge exactly across blocks
 (hdc/stream.py): a running top-K per query, online-softmax sums, n-gram sums. `classify` turns a
@@ -14,7 +16,8 @@
 
 Shape legend:
     B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
-    M retrieval queries    K selected phrases per query    C classes    E n-gram width
+    M retrieval queries    K selected phrases per query    C classes
+    G char n-grams per phrase    E n-gram width
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ NGRAM_STATE = ("ngram_sum", "ngram_count")
 # What `encode` also returns for inspection: never merged, only mapped back to the text.
 WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
 INPUTS = ("tokens", "phrase_sentence", "sentence_phrases", "selectable")
+NGRAM_INPUTS = ("ngrams",)
 
 
 @dataclass
@@ -130,8 +134,17 @@ class HierarchicalClassifier(nn.Module):
         self.bypass = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
         self.head_norm = nn.LayerNorm(D)
         if c.ngram_orders:
-            self.ngram_embed = nn.Embedding(c.ngram_buckets, c.ngram_dim)
+            # Sparse gradients: a batch touches a few thousand of the table's rows (hdc.train
+            # steps this table with SparseAdam). Row 0 is padding.
+            self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
             nn.init.normal_(self.ngram_embed.weight, std=0.02)
+            # Fixed IDF weight of each bucket, set from the training split (hdc.train); padding gets 0.
+            idf = torch.ones(c.ngram_buckets + 1)
+            idf[0] = 0.0
+            self.register_buffer("ngram_idf", idf)
+            # For ONNX export (hdc.export): embedding_bag exports as a loop that int8
+            # quantization cannot handle; a histogram times the table is one MatMul.
+            self.ngram_histogram = False
         head_in = D + (c.ngram_dim if c.ngram_orders else 0)
         self.head = nn.Linear(head_in, num_classes)
 
@@ -139,11 +152,17 @@ class HierarchicalClassifier(nn.Module):
     # encode: one block of phrases -> mergeable state (+ weights for inspection)
 
     def encode(
-        self, tokens: Tensor, phrase_sentence: Tensor, sentence_phrases: Tensor, selectable: Tensor
+        self,
+        tokens: Tensor,
+        phrase_sentence: Tensor,
+        sentence_phrases: Tensor,
+        selectable: Tensor,
+        ngrams: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """tokens [B, P, T] (0 = padding); phrase_sentence [B, P], the sentence of each phrase (-1:
         padding); sentence_phrases [B, S, Q], the phrases of each sentence (-1: padding);
-        selectable [B, P], the phrases the sparse path may pick."""
+        selectable [B, P], the phrases the sparse path may pick; ngrams [B, P, G], the hashed
+        char n-grams of each phrase (0 = padding), when the n-gram branch is on."""
         c = self.config
         B, P, T = tokens.shape
         S, Q = sentence_phrases.shape[1:]
@@ -206,7 +225,15 @@ class HierarchicalClassifier(nn.Module):
         }
 
         if c.ngram_orders:
-            state["ngram_sum"], state["ngram_count"] = self._ngrams(tokens)
+            # sums, not means, so that blocks merge by addition; classify divides
+            flat = ngrams.flatten(1)  # [B, P*G]
+            idf = self.ngram_idf[flat]
+            if self.ngram_histogram:  # the same sum as a [B, buckets] histogram times the table
+                histogram = idf.new_zeros(B, c.ngram_buckets + 1).scatter_add(1, flat, idf)
+                state["ngram_sum"] = histogram @ self.ngram_embed.weight  # [B, E]
+            else:
+                state["ngram_sum"] = self.ngram_embed(flat, per_sample_weights=idf)  # [B, E]
+            state["ngram_count"] = idf.sum(-1)  # [B]
 
         return state | {
             "word_weights": word_weights,
@@ -214,26 +241,6 @@ class HierarchicalClassifier(nn.Module):
             "sentence_scores": sentence_scores,
             "phrase_scores": phrase_scores,
         }
-
-    def _ngrams(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Sum and count of hashed token n-gram embeddings inside phrases: [B, E], [B]."""
-        c = self.config
-        B, P, T = tokens.shape
-        total = tokens.new_zeros(B, c.ngram_dim, dtype=torch.float32)
-        count = tokens.new_zeros(B, dtype=torch.float32)
-        for n in c.ngram_orders:
-            if n > T:
-                continue
-            windows = [tokens[:, :, i : T - n + 1 + i] for i in range(n)]  # n x [B, P, T-n+1]
-            valid = windows[0] > 0
-            hashed = torch.full_like(windows[0], n)
-            for w in windows:
-                valid = valid & (w > 0)
-                hashed = (hashed * 1_000_003 + w) % c.ngram_buckets
-            embedded = self.ngram_embed(hashed) * valid[..., None]  # [B, P, T-n+1, E]
-            total = total + embedded.sum((1, 2))
-            count = count + valid.sum((1, 2))
-        return total, count
 
     # ----------------------------------------------------------------------------------------
     # classify: merged state -> logits
@@ -258,7 +265,7 @@ class HierarchicalClassifier(nn.Module):
         document = dense + self.bypass(self.bypass_norm(dense + sparse))  # [B, D]
         features = self.head_norm(document)
         if c.ngram_orders:
-            ngrams = state["ngram_sum"] / state["ngram_count"].clamp_min(1.0)[:, None]  # [B, E]
+            ngrams = state["ngram_sum"] / state["ngram_count"].clamp_min(1e-6)[:, None]  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)
         return self.head(self.drop(features)), fusion
 
@@ -270,9 +277,10 @@ class HierarchicalClassifier(nn.Module):
         phrase_sentence: Tensor,
         sentence_phrases: Tensor,
         selectable: Tensor,
+        ngrams: Tensor | None = None,
         return_attention: bool = False,
     ):
-        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable)
+        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable, ngrams)
         logits, fusion = self.classify(state)
         if not return_attention:
             return logits

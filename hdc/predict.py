@@ -58,7 +58,9 @@ class ModelInfo:
 
     def segmenter(self) -> Segmenter:
         m = self.config.model
-        return Segmenter(Tokenizer.from_str(self.tokenizer), m.phrase_tokens, m.sentence_tokens)
+        return Segmenter(
+            Tokenizer.from_str(self.tokenizer), m.phrase_tokens, m.sentence_tokens, m.ngram_orders, m.ngram_buckets
+        )
 
 
 @dataclass

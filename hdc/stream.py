@@ -46,7 +46,8 @@ def first_occurrences(tokens: np.ndarray) -> np.ndarray:
 
 def collate(documents: list[Segments], selectable: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Pad documents (or blocks) into the model's inputs: tokens [B, P, T], phrase_sentence
-    [B, P], sentence_phrases [B, S, Q] (the phrases of each sentence) and selectable [B, P]."""
+    [B, P], sentence_phrases [B, S, Q] (the phrases of each sentence), selectable [B, P] and,
+    when the documents carry them, ngrams [B, P, G]."""
     B = len(documents)
     T = documents[0].tokens.shape[1]
     P = max(1, max(d.num_phrases for d in documents))
@@ -64,12 +65,18 @@ def collate(documents: list[Segments], selectable: list[np.ndarray] | None = Non
         position = np.arange(n) - (np.cumsum(count) - count)[d.phrase_sentence]
         sentence_phrases[b, d.phrase_sentence, position] = np.arange(n)
         chosen[b, :n] = first_occurrences(d.tokens) if selectable is None else selectable[b]
-    return {
+    inputs = {
         "tokens": tokens,
         "phrase_sentence": phrase_sentence,
         "sentence_phrases": sentence_phrases,
         "selectable": chosen,
     }
+    if documents[0].ngrams is not None:
+        G = max(d.ngrams.shape[1] for d in documents)
+        inputs["ngrams"] = ngrams = np.zeros((B, P, G), np.int64)
+        for b, d in enumerate(documents):
+            ngrams[b, : d.num_phrases, : d.ngrams.shape[1]] = d.ngrams
+    return inputs
 
 
 @dataclass

@@ -5,6 +5,9 @@ byte-level BPE tokenizer trained on the user's corpus, and each sentence's token
 phrases of at most T tokens (balanced, so a 33-token sentence with T=32 gives 17 + 16, not
 32 + 1). A phrase never crosses a sentence: it is the unit of sparse selection.
 
+Each phrase can also carry its hashed character n-grams (`char_ngrams`), the input of the
+model's n-gram branch; they travel with the phrase through truncation, blocks and dropout.
+
 Long texts arrive in chunks (`Segmenter.blocks`): the splitter only emits sentences whose end it
 has seen, so the segmentation of a text does not depend on how it was chunked.
 """
@@ -110,6 +113,7 @@ class Segments:
     sentence_spans: np.ndarray  # [S, 2] int64
     phrase_spans: np.ndarray  # [P, 2] int64
     token_spans: np.ndarray | None  # [P, T, 2] int64, only when offsets were asked for
+    ngrams: np.ndarray | None = None  # [P, G] int32 hashed char n-grams + 1, 0 = padding
     first_sentence: int = 0  # index of sentence 0 in the whole document
     first_phrase: int = 0  # index of phrase 0 in the whole document
 
@@ -134,6 +138,7 @@ class Segments:
             sentence_spans=self.sentence_spans[start:stop],
             phrase_spans=self.phrase_spans[first:last],
             token_spans=None if self.token_spans is None else self.token_spans[first:last],
+            ngrams=None if self.ngrams is None else self.ngrams[first:last],
             first_sentence=self.first_sentence + start,
             first_phrase=self.first_phrase + int(first),
         )
@@ -154,12 +159,20 @@ class Segments:
 class Segmenter:
     """Cuts text into Segments with a trained tokenizer."""
 
-    def __init__(self, tokenizer: Tokenizer, phrase_tokens: int, sentence_tokens: int):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        phrase_tokens: int,
+        sentence_tokens: int,
+        ngram_orders: tuple[int, ...] = (),
+        ngram_buckets: int = 0,
+    ):
         if sentence_tokens < phrase_tokens:
             raise ValueError("sentence_tokens must be at least phrase_tokens")
         self.tokenizer = tokenizer
         self.phrase_tokens = phrase_tokens
         self.sentence_tokens = sentence_tokens
+        self.ngram_orders, self.ngram_buckets = tuple(ngram_orders), ngram_buckets
 
     @property
     def vocab_size(self) -> int:
@@ -206,6 +219,7 @@ class Segmenter:
                 sentence_spans=np.zeros((0, 2), np.int64),
                 phrase_spans=np.zeros((0, 2), np.int64),
                 token_spans=np.zeros((0, T, 2), np.int64) if offsets else None,
+                ngrams=np.zeros((0, 1), np.int32) if self.ngram_orders else None,
             )
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, n)
         token_spans = np.fromiter(
@@ -252,12 +266,16 @@ class Segmenter:
         if offsets:
             full_spans = np.zeros((P, T, 2), np.int64)
             full_spans[phrase, column] = token_spans
+        ngrams = None
+        if self.ngram_orders:
+            ngrams = char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets)
         return Segments(
             tokens=tokens,
             phrase_sentence=np.arange(len(counts), dtype=np.int32).repeat(phrases),
             sentence_spans=sentence_spans,
             phrase_spans=phrase_spans,
             token_spans=full_spans,
+            ngrams=ngrams,
         )
 
 
@@ -268,6 +286,54 @@ def _truncate(segments: Segments, max_tokens: int) -> Segments:
     cut = segments.sentences(0, stop)
     cut.tokens, cut.phrase_sentence = cut.tokens[:keep], cut.phrase_sentence[:keep]
     cut.phrase_spans = cut.phrase_spans[:keep]
+    if cut.ngrams is not None:
+        cut.ngrams = cut.ngrams[:keep]
     if cut.token_spans is not None:
         cut.token_spans = cut.token_spans[:keep]
     return cut
+
+
+_SPACES = str.maketrans("\t\n\r\v\f\x85\xa0", "       ")
+
+
+def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int) -> np.ndarray:
+    """[P, G] int32: the hashed character n-grams of each span of `text` (bucket + 1; 0 pads).
+
+    Like scikit-learn's char_wb analyzer: lower-cased, and an n-gram never crosses a word
+    boundary, though it may start or end with the space that pads each word. The hash is a fixed
+    polynomial over code points, so it is the same in every process and on every machine."""
+    pieces = [text[a:b].lower().translate(_SPACES) for a, b in spans]
+    P = len(pieces)
+    lengths = np.fromiter(map(len, pieces), np.int64, P)
+    # " piece0 piece1 ... " : every piece is padded by the spaces around it
+    joined = " " + " ".join(pieces) + " "
+    code = np.frombuffer(joined.encode("utf-32-le"), np.uint32).astype(np.uint64)
+    space = code == 32
+    owner = np.concatenate([[0], np.arange(P).repeat(lengths + 1)])  # the piece of each position
+    ids, owners = [], []
+    for n in orders:
+        L = len(code) - n + 1
+        if L <= 0 or P == 0:
+            continue
+        interior = np.zeros(L, bool)
+        for j in range(1, n - 1):
+            interior |= space[j : j + L]
+        valid = ~interior
+        if n <= 2:  # longer n-grams have a letter inside; these must not be all space
+            valid &= ~(space[:L] & space[n - 1 : n - 1 + L])
+        h = np.full(L, n, np.uint64)
+        for j in range(n):
+            h = h * np.uint64(1_000_003) + code[j : j + L]  # wraps modulo 2^64, deterministically
+        start = np.flatnonzero(valid)
+        ids.append((h[start] % np.uint64(buckets)).astype(np.int32) + 1)
+        # an n-gram belongs to the piece of its first letter (its leading space may be shared)
+        owners.append(owner[start + space[start]])
+    if not ids:
+        return np.zeros((P, 1), np.int32)
+    ids, owners = np.concatenate(ids), np.concatenate(owners)
+    order = np.argsort(owners, kind="stable")
+    ids, owners = ids[order], owners[order]
+    counts = np.bincount(owners, minlength=P)
+    out = np.zeros((P, max(1, int(counts.max()))), np.int32)
+    out[owners, np.arange(len(ids)) - (np.cumsum(counts) - counts)[owners]] = ids
+    return out

@@ -214,12 +214,15 @@ def drop_sentences(inputs: dict[str, torch.Tensor], p: float) -> dict[str, torch
     dropped[torch.arange(len(dropped)), present.float().argmax(-1)] &= ~everything
     phrase_sentence = inputs["phrase_sentence"]
     dropped_phrase = torch.gather(dropped, 1, phrase_sentence.clamp_min(0)) & (phrase_sentence >= 0)
-    return {
+    kept = {
         "tokens": inputs["tokens"].masked_fill(dropped_phrase[..., None], 0),
         "phrase_sentence": phrase_sentence.masked_fill(dropped_phrase, -1),
         "sentence_phrases": sentence_phrases.masked_fill(dropped[..., None], -1),
         "selectable": inputs["selectable"] & ~dropped_phrase,
     }
+    if "ngrams" in inputs:
+        kept["ngrams"] = inputs["ngrams"].masked_fill(dropped_phrase[..., None], 0)
+    return kept
 
 
 class LitClassifier(L.LightningModule):
@@ -228,6 +231,8 @@ class LitClassifier(L.LightningModule):
         self.info = info
         self.model = HierarchicalClassifier(info.config.model, len(info.labels))
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.sparse_optimizer: torch.optim.Optimizer | None = None
+        self._resumed_sparse_state: dict | None = None
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.info.multilabel:
@@ -280,7 +285,12 @@ class LitClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.info.config.train
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        table = getattr(self.model, "ngram_embed", None)
+        dense = [p for p in self.parameters() if table is None or p is not table.weight]
+        optimizer = torch.optim.AdamW(dense, lr=t.lr, weight_decay=t.weight_decay)
+        # The n-gram table has sparse gradients, which AdamW cannot take: SparseAdam steps it
+        # beside Lightning's optimizer (optimizer_step), on the same schedule.
+        self.sparse_optimizer = None if table is None else torch.optim.SparseAdam([table.weight], lr=t.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
 
         def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
@@ -292,8 +302,26 @@ class LitClassifier(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)  # forward, backward, AdamW
+        if self.sparse_optimizer is not None:
+            for group in self.sparse_optimizer.param_groups:
+                group["lr"] = optimizer.param_groups[0]["lr"]  # this step's, before the scheduler moves it
+            self.sparse_optimizer.step()
+            self.sparse_optimizer.zero_grad(set_to_none=True)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[PAYLOAD] = self.info.to_dict()
+        if self.sparse_optimizer is not None:
+            checkpoint["sparse_optimizer"] = self.sparse_optimizer.state_dict()
+
+    def on_train_start(self) -> None:
+        # Resuming: Lightning restores its own optimizer; this one comes from the checkpoint here.
+        if self._resumed_sparse_state is not None and self.sparse_optimizer is not None:
+            self.sparse_optimizer.load_state_dict(self._resumed_sparse_state)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_sparse_state = checkpoint.get("sparse_optimizer")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -365,6 +393,17 @@ class ProgressLog(Callback):
 
 # ---------------------------------------------------------------------------------------------
 # Word vectors
+
+
+def ngram_idf(segments: list[Segments], buckets: int) -> np.ndarray:
+    """Smoothed inverse document frequency of each n-gram bucket, as scikit-learn's TfidfVectorizer
+    computes it: ln((1 + N) / (1 + df)) + 1. Bucket 0 (padding) gets 0."""
+    df = np.zeros(buckets + 1, np.int64)
+    for s in segments:
+        df[np.unique(s.ngrams)] += 1
+    idf = np.log((1 + len(segments)) / (1 + df)) + 1
+    idf[0] = 0.0
+    return idf.astype(np.float32)
 
 
 def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
@@ -516,9 +555,13 @@ def train(
         torch.set_num_threads(t.threads)
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = LitClassifier(info)
-    if vectors is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        if vectors is not None:
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
+        if config.model.ngram_orders:
+            module.model.ngram_idf.copy_(
+                torch.from_numpy(ngram_idf(data.train_set.segments, config.model.ngram_buckets))
+            )
 
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",

@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-
 from conftest import ASSETS, run_cli
 
 TEXT = (
@@ -120,7 +119,7 @@ def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
     for item in report["selected"] + report["sentences"]:
         a, b = item["span"]
         assert item["context"]["text"] == text[a:b]
-        assert text[: a].endswith(item["context"]["before"]) and text[b:].startswith(item["context"]["after"])
+        assert text[:a].endswith(item["context"]["before"]) and text[b:].startswith(item["context"]["after"])
     page = tmp_path / "long.html"
     assert run_cli("inspect", tiny_bundle, path, "--block-tokens", "512", "--html", page).exit_code == 0
     assert "Selected phrases" in page.read_text() and page.stat().st_size < 200_000
@@ -151,15 +150,41 @@ def test_page_renders_in_chromium(tiny_run, document, tmp_path):
     page, shot = tmp_path / "page.html", tmp_path / "page.png"
     assert run_cli("inspect", tiny_run, document, "--html", page).exit_code == 0
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
-    assert "class=\"sentence\"" in dom and "sport" in dom
+    assert 'class="sentence"' in dom and "sport" in dom
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars",
-         "--window-size=1000,800", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--hide-scrollbars",
+            "--window-size=1000,800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 10_000

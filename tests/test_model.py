@@ -12,7 +12,7 @@ CONFIG = ModelConfig(
     queries=2,
     top_k=3,
     dropout=0.0,
-    ngram_orders=(1, 2),
+    ngram_orders=(2, 3),
     ngram_buckets=64,
     ngram_dim=8,
 )
@@ -27,8 +27,14 @@ def batch():
     phrase_sentence = torch.tensor([[0, 0, 1, 2, 2], [0, 0, -1, -1, -1]])
     sentence_phrases = torch.tensor([[[0, 1], [2, -1], [3, 4]], [[0, 1], [-1, -1], [-1, -1]]])
     selectable = tokens.gt(0).any(-1)
+    ngrams = torch.randint(1, 65, (2, 5, 6), generator=g) * (phrase_sentence >= 0)[..., None]
+    ngrams[0, 4, 3:] = 0
     return dict(
-        tokens=tokens, phrase_sentence=phrase_sentence, sentence_phrases=sentence_phrases, selectable=selectable
+        tokens=tokens,
+        phrase_sentence=phrase_sentence,
+        sentence_phrases=sentence_phrases,
+        selectable=selectable,
+        ngrams=ngrams,
     )
 
 
@@ -85,4 +91,4 @@ def test_golden_logits():
     assert torch.allclose(logits, expected, atol=1e-4), logits.tolist()
 
 
-GOLDEN = [[-0.02172, 0.64109, 0.01883], [-0.07665, 0.17939, 0.44672]]
+GOLDEN = [[-0.02257, -0.26383, -0.47038], [0.40932, -0.14933, -0.55642]]

@@ -18,7 +18,9 @@ def texts(assets):
 
 @pytest.fixture(scope="module")
 def setup(texts):
-    segmenter = Segmenter(train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32)
+    segmenter = Segmenter(
+        train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32, ngram_orders=(2, 3), ngram_buckets=512
+    )
     config = ModelConfig(
         vocab_size=segmenter.vocab_size,
         d_model=32,
@@ -27,12 +29,13 @@ def setup(texts):
         sentence_tokens=32,
         queries=3,
         top_k=5,
-        ngram_orders=(1, 2),
+        ngram_orders=(2, 3),
         ngram_buckets=512,
         ngram_dim=8,
     )
     torch.manual_seed(0)
     model = HierarchicalClassifier(config, num_classes=4).eval()
+    model.ngram_idf[1:] = torch.rand(512) + 1  # non-uniform weights, as after training
     return segmenter, model
 
 

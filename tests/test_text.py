@@ -1,7 +1,9 @@
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from hdc.text import Segmenter, split_sentences, train_tokenizer
 
@@ -14,7 +16,13 @@ TEXT = (
 @pytest.fixture(scope="module")
 def segmenter(assets):
     texts = [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")] + [TEXT] * 5
-    return Segmenter(train_tokenizer(texts, 400), phrase_tokens=4, sentence_tokens=12)
+    return Segmenter(
+        train_tokenizer(texts, 400), phrase_tokens=4, sentence_tokens=12, ngram_orders=(2, 3), ngram_buckets=1000
+    )
+
+
+def phrase_ngrams(segments) -> list[Counter]:
+    return [Counter(row[row > 0].tolist()) for row in segments.ngrams]
 
 
 def test_sentences_respect_abbreviations_and_paragraphs():
@@ -67,6 +75,7 @@ def test_chunked_reading_gives_the_same_segments(segmenter):
         assert np.array_equal(np.concatenate([b.tokens for b in blocks]), whole.tokens)
         assert np.array_equal(np.concatenate([b.token_spans for b in blocks]), whole.token_spans)
         assert np.array_equal(np.concatenate([b.sentence_spans for b in blocks]), whole.sentence_spans)
+        assert sum((phrase_ngrams(b) for b in blocks), []) == phrase_ngrams(whole)
         assert [b.first_phrase for b in blocks] == list(np.cumsum([0] + [b.num_phrases for b in blocks[:-1]]))
 
 
@@ -81,3 +90,21 @@ def test_empty_and_whitespace_text(segmenter):
         segments = segmenter.segment(text)
         assert segments.num_phrases == 0 and segments.num_tokens == 0
     assert list(segmenter.blocks(["", "  "], 64)) == []
+
+
+def test_char_ngrams_are_scikit_learns_char_wb_hashed(segmenter):
+    """Each phrase's n-grams are exactly those of scikit-learn's char_wb analyzer on its text,
+    under the documented hash: h = n, then h = h * 1000003 + code point (mod 2^64), bucket h % B."""
+    analyzer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)).build_analyzer()
+
+    def bucket(gram: str) -> int:
+        h = len(gram)
+        for ch in gram:
+            h = (h * 1_000_003 + ord(ch)) % 2**64
+        return h % 1000 + 1
+
+    segments = segmenter.segment(TEXT)
+    assert segments.ngrams.shape[0] == segments.num_phrases
+    expected = [Counter(map(bucket, analyzer(TEXT[a:b]))) for a, b in segments.phrase_spans]
+    assert phrase_ngrams(segments) == expected
+    assert sum(map(len, expected)) > 50

@@ -124,8 +124,9 @@ def test_batches_are_capped_and_follow_the_curriculum():
     tokens = phrases * 20
     lengths = set()
     for epoch in range(5):
-        sampler = BucketBatchSampler(list(phrases), list(tokens), 8, 4096, True, 1, curriculum_epochs=2, max_tokens=2000,
-                                     epoch=lambda e=epoch: e)
+        sampler = BucketBatchSampler(
+            list(phrases), list(tokens), 8, 4096, True, 1, curriculum_epochs=2, max_tokens=2000, epoch=lambda e=epoch: e
+        )
         batches = list(sampler)
         lengths.add(len(batches))
         assert all(len(b) * max(phrases[b]) * 8 <= 4096 or len(b) == 1 for b in batches)  # the token cap
@@ -156,5 +157,9 @@ def test_sentence_dropout_keeps_inputs_consistent():
     gone = dropped["phrase_sentence"] < 0
     assert (dropped["tokens"][gone] == 0).all() and not dropped["selectable"][gone].any()
     kept = dropped["sentence_phrases"][dropped["sentence_phrases"] >= 0]
-    assert (dropped["phrase_sentence"].gather(1, dropped["sentence_phrases"].clamp_min(0).flatten(1))
-            .view_as(dropped["sentence_phrases"])[dropped["sentence_phrases"] >= 0] >= 0).all() and len(kept)
+    assert (
+        dropped["phrase_sentence"]
+        .gather(1, dropped["sentence_phrases"].clamp_min(0).flatten(1))
+        .view_as(dropped["sentence_phrases"])[dropped["sentence_phrases"] >= 0]
+        >= 0
+    ).all() and len(kept)

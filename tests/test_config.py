@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import pytest
+
+from hdc.config import Config, load_config
+from hdc.errors import UsageError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_yaml_is_the_built_in_defaults():
+    assert load_config(CONFIGS / "default.yaml") == Config() == load_config(None)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_loads_and_names_its_command(path):
+    assert path.read_text().startswith("# hdc train")
+    load_config(path)
+
+
+def test_overrides_are_typed_and_checked():
+    config = load_config(None, ["train.lr=3e-3", "model.ngram_orders=[2, 3]", "train.max_epochs=2"])
+    assert config.train.lr == 0.003 and config.model.ngram_orders == (2, 3) and config.train.max_epochs == 2
+    with pytest.raises(UsageError, match="train.epochs"):
+        load_config(None, ["train.epochs=2"])
+    with pytest.raises(UsageError, match="section.key=value"):
+        load_config(None, ["max_epochs=2"])
