@@ -1,8 +1,9 @@
 """ONNX benchmark: parity, throughput and int8 of the exported bundle against eager torch.
+(Named deploy.py: a bench/onnx.py on sys.path would shadow the onnx package.)
 
-    python bench/onnx.py                 # needs bench/out/news/hdc (bench/news.py) and
+    python bench/deploy.py                 # needs bench/out/news/hdc (bench/news.py) and
                                          # bench/out/needle/hdc (bench/needle.py train)
-    python bench/onnx.py --install-size  # also builds a runtime-only venv to measure its size
+    python bench/deploy.py --install-size  # also builds a runtime-only venv to measure its size
 
 Everything is measured in this one process, torch and ONNX Runtime on the same documents with
 the same thread count, so the speed figures are ratios taken side by side.
@@ -147,7 +148,7 @@ def main() -> None:
         "onnx",
         results,
         {
-            "command": "python bench/onnx.py" + (" --install-size" if args.install_size else ""),
+            "command": "python bench/deploy.py" + (" --install-size" if args.install_size else ""),
             "date": today(),
             "machine": machine(),
         },
