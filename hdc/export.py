@@ -113,19 +113,21 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.ngram_histogram = True
-        torch.onnx.export(
-            BlockGraph(model),
-            tuple(block_args),
-            folder / "block.onnx",
-            input_names=list(block_inputs(model)),
-            output_names=list(block_outputs(model)),
-            dynamic_shapes=block_shapes,
-            dynamo=True,
-            external_data=False,
-            opset_version=opset,
-            verbose=False,
-        )
-        model.ngram_histogram = False
+        try:
+            torch.onnx.export(
+                BlockGraph(model),
+                tuple(block_args),
+                folder / "block.onnx",
+                input_names=list(block_inputs(model)),
+                output_names=list(block_outputs(model)),
+                dynamic_shapes=block_shapes,
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                verbose=False,
+            )
+        finally:
+            model.ngram_histogram = False
         torch.onnx.export(
             HeadGraph(model),
             tuple(head_args),

@@ -20,6 +20,12 @@ def run_cli(*args: str, input: str | None = None):
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
+def tiny_train_args(out: Path, *extra: str) -> list[str]:
+    """`hdc train` on the tiny assets with the tiny preset, writing to `out`."""
+    train, valid = ASSETS / "tiny_train.jsonl", ASSETS / "tiny_valid.jsonl"
+    return ["train", "--config", str(TINY), "--train", str(train), "--valid", str(valid), "--out", str(out), *extra]
+
+
 def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -51,17 +57,7 @@ def assets() -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """A tiny model trained once for the whole session (a few seconds)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli(
-        "train",
-        "--config",
-        TINY,
-        "--train",
-        ASSETS / "tiny_train.jsonl",
-        "--valid",
-        ASSETS / "tiny_valid.jsonl",
-        "--out",
-        out,
-    )
+    result = run_cli(*tiny_train_args(out))
     assert result.exit_code == 0, result.output
     return out
 

@@ -9,25 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ASSETS, TINY, jsonl, run_cli, same_records
+from conftest import ASSETS, jsonl, run_cli, same_records, tiny_train_args
 
 HDC = [sys.executable, "-m", "hdc.cli"]
 
 
 def train_cmd(out: Path, *extra: str) -> list[str]:
-    return [
-        *HDC,
-        "train",
-        "--config",
-        str(TINY),
-        "--train",
-        str(ASSETS / "tiny_train.jsonl"),
-        "--valid",
-        str(ASSETS / "tiny_valid.jsonl"),
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return [*HDC, *tiny_train_args(out, *extra)]
 
 
 def metrics(out: Path) -> list[dict]:

@@ -4,24 +4,14 @@ import csv
 import json
 
 import torch
-from conftest import ASSETS, TINY, jsonl, run_cli
+from conftest import ASSETS, TINY, jsonl, run_cli, tiny_train_args
 
 TWO_STEPS = ("--set", "train.max_epochs=1", "--set", "train.batch_tokens=16384")  # 240 docs: 2 batches
 
 
 def test_train_two_steps_then_resume_evaluate_predict(tmp_path):
     out = tmp_path / "run"
-    args = (
-        "train",
-        "--config",
-        TINY,
-        "--train",
-        ASSETS / "tiny_train.jsonl",
-        "--valid",
-        ASSETS / "tiny_valid.jsonl",
-        "--out",
-        out,
-    )
+    args = tiny_train_args(out)
     result = run_cli(*args, *TWO_STEPS)
     assert result.exit_code == 0, result.output
     for name in (
