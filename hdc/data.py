@@ -172,12 +172,29 @@ def _read_csv(path: Path, text_column: str, label_column: str) -> Iterator[Examp
             )
 
 
+def walk_files(folder: Path) -> Iterator[Path]:
+    """The files under `folder` in sorted path order, hidden entries and symlinked folders
+    skipped. Lazy: memory holds one directory listing at a time, not the whole tree (a batch
+    over millions of files stays flat)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        return  # unreadable: its files are not there to classify
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk_files(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
 def _read_folders(root: Path) -> Iterator[Example]:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise HdcError(f"{root}: no class folders; expected {root}/<label>/*.txt")
     for folder in classes:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in walk_files(folder):
             where = str(path)
             if _is_binary(path):
                 raise HdcError(f"{where}: binary file in a class folder; remove it")
@@ -318,11 +335,12 @@ def iter_documents(inputs: list[str], text_field: str = "text") -> Iterator[Docu
             continue
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not files:
-                yield BadInput("path", item, "directory has no files")
-            for p in files:
+            empty = True
+            for p in walk_files(path):
+                empty = False
                 yield from _expand(p, text_field)
+            if empty:
+                yield BadInput("path", item, "directory has no files")
         elif path.exists():
             yield from _expand(path, text_field)
         elif glob.has_magic(item):

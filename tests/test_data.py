@@ -2,7 +2,16 @@
 
 import pytest
 
-from hdc.data import BadInput, Document, check_trainable, iter_documents, label_set, load_examples, split_examples
+from hdc.data import (
+    BadInput,
+    Document,
+    check_trainable,
+    iter_documents,
+    label_set,
+    load_examples,
+    split_examples,
+    walk_files,
+)
 from hdc.errors import HdcError, UsageError
 
 
@@ -107,6 +116,14 @@ def test_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     [item] = iter_documents([str(tmp_path / "empty")])
     assert isinstance(item, BadInput) and item.error == "directory has no files"
+
+
+def test_folder_walk_is_sorted_and_skips_hidden(tmp_path):
+    for name in ["b/2.txt", "a.txt", "b/1.txt", "a/z.txt", "c/d/e.txt", ".hidden.txt", ".git/x.txt", "b/.x"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("text")
+    names = [str(p.relative_to(tmp_path)) for p in walk_files(tmp_path)]
+    assert names == ["a/z.txt", "a.txt", "b/1.txt", "b/2.txt", "c/d/e.txt"]
 
 
 def test_documents_read_in_chunks(tmp_path, monkeypatch):
