@@ -60,6 +60,10 @@ class TrainConfig:
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     curriculum_epochs: int = 0  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
+    # Phrases selected per query in training steps (0: model.top_k). Fewer than at inference
+    # makes retrieval rank the deciding phrase near the top, not merely among the K: a long
+    # document has far more phrases competing for the K slots than any training document.
+    select_k: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     accelerator: str = "cpu"
     devices: int = 1

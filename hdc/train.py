@@ -246,6 +246,10 @@ class LitClassifier(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         warmup = self.info.config.train.dense_warmup_steps
         self.model.dense_scale.fill_(min(1.0, self.global_step / warmup) if warmup else 1.0)
+        self.model.select_k = self.info.config.train.select_k or self.info.config.model.top_k
+
+    def on_validation_start(self) -> None:
+        self.model.select_k = self.info.config.model.top_k  # validate as the model will be used
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch

@@ -153,3 +153,23 @@ def test_sentence_dropout_keeps_inputs_consistent():
         .view_as(dropped["sentence_phrases"])[dropped["sentence_phrases"] >= 0]
         >= 0
     ).all() and len(kept)
+
+
+def test_training_steps_select_fewer_phrases_than_inference():
+    from dataclasses import replace
+
+    from test_model import CONFIG, batch
+
+    from hdc.config import Config, TrainConfig
+    from hdc.predict import ModelInfo
+    from hdc.train import LitClassifier
+
+    config = Config(model=CONFIG, train=TrainConfig(select_k=1))
+    module = LitClassifier(ModelInfo(config, ("a", "b"), False, tokenizer="{}", version="test"))
+    module.on_train_batch_start(None, 0)
+    assert module.model(**batch(), return_attention=True)[1].selected.shape[-1] == 1
+    module.on_validation_start()
+    assert module.model(**batch(), return_attention=True)[1].selected.shape[-1] == CONFIG.top_k
+    default = LitClassifier(ModelInfo(replace(config, train=TrainConfig()), ("a", "b"), False, "{}", "test"))
+    default.on_train_batch_start(None, 0)
+    assert default.model.select_k == CONFIG.top_k
