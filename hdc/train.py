@@ -251,6 +251,8 @@ class LitClassifier(L.LightningModule):
     def on_validation_start(self) -> None:
         self.model.select_k = self.info.config.model.top_k  # validate as the model will be used
 
+    on_train_end = on_validation_start  # and leave it so
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         t = self.info.config.train
