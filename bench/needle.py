@@ -164,9 +164,9 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
     }
     if method != "tfidf-svm":
         result["needle_recall"] = {c: hits[c] / seen[c] for c in DIRECTIONS if seen[c]}
-        correct = sum(seen["correct_" + c] for c in DIRECTIONS)
-        result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / max(1, correct)
-        result["faithful_top_sentence"] = sum(top_hits.values()) / max(1, correct)
+        correct = sum(seen["correct_" + c] for c in DIRECTIONS)  # None: no needle answered right
+        result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / correct if correct else None
+        result["faithful_top_sentence"] = sum(top_hits.values()) / correct if correct else None
     result["per_class_accuracy"] = {
         c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]
     }
