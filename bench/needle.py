@@ -225,13 +225,14 @@ def cmd_run(args) -> None:
             if (OUT / m / "summary.json").exists()
         },
     }
-    update_results("needle", results, meta)
+    measured = {str(tokens): results[str(tokens)] for tokens in lengths}  # so _meta names this run
+    update_results("needle", measured, meta)
     faithful = {
         tokens: {
             "faithful_selected": r["hdc"]["faithful_selected"],
             "faithful_top_sentence": r["hdc"]["faithful_top_sentence"],
         }
-        for tokens, r in results.items()
+        for tokens, r in results.items()  # every length: "inspect.needle" is one entry
         if "hdc" in r
     }
     update_results("inspect", {"needle": faithful}, meta)
