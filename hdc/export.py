@@ -173,10 +173,9 @@ def parity_documents(info: ModelInfo, seed: int = 0) -> list[Document]:
     """Generated documents of several lengths (in tokens: ~30, ~600, ~6000), from words of the
     model's own vocabulary, so every path is exercised: short batches and streamed blocks."""
     rng = random.Random(seed)
-    vocab = [t for t in info.segmenter().tokenizer.get_vocab() if t.startswith("\u0120") and t[1:].isalpha()] or [
-        "word"
-    ]
-    words = [t[1:] for t in vocab]
+    # sorted: get_vocab() is a dict in hash order, which changes from one process to the next
+    vocab = sorted(t for t in info.segmenter().tokenizer.get_vocab() if t.startswith("\u0120") and t[1:].isalpha())
+    words = [t[1:] for t in vocab] or ["word"]
 
     def text(n_words: int) -> str:
         sentences, left = [], n_words

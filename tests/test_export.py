@@ -96,3 +96,16 @@ def test_int8_export(tiny_run, tmp_path):
     predicted = jsonl(run_cli("predict", tmp_path / "int8", ASSETS / "tiny_test.jsonl").stdout)
     truth = [json.loads(line)["label"] for line in open(ASSETS / "tiny_test.jsonl")]
     assert np.mean([r["label"] == t for r, t in zip(predicted, truth)]) >= 0.9
+
+
+def test_parity_documents_are_the_same_in_every_process(tiny_bundle):
+    # the tokenizer's vocabulary comes back in hash order, which differs between processes
+    script = (
+        "import sys; from hdc.export import parity_documents; from hdc.predict import load_predictor; "
+        "print([d.read() for d in parity_documents(load_predictor(sys.argv[1]).info)])"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script, str(tiny_bundle)], capture_output=True, text=True) for _ in "ab"
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
