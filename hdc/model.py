@@ -105,8 +105,9 @@ class HierarchicalClassifier(nn.Module):
         # The training curriculum fades the dense path in (hdc/train.py); saved, so a model
         # stopped early is used as it was trained.
         self.register_buffer("dense_scale", torch.ones(()))
-        # Phrases selected per query; hdc/train.py lowers it in training steps (train.select_k).
-        self.select_k = c.top_k
+        # Phrases selected per query in training mode; hdc/train.py may lower it (train.select_k).
+        # Evaluation and inference select c.top_k.
+        self.train_select_k = c.top_k
 
         # word level
         self.embed = nn.Embedding(c.vocab_size, embed_dim, padding_idx=0)
@@ -211,7 +212,7 @@ class HierarchicalClassifier(nn.Module):
         landmarks = self.landmark(phrase)  # [B, P, D]
         phrase_scores = torch.einsum("bpd,md->bmp", landmarks, self.retrieval) / math.sqrt(D)
         phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
-        k = min(self.select_k, P)
+        k = min(self.train_select_k if self.training else c.top_k, P)
         top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
         M = c.queries
         flat = (top_phrases + torch.arange(B, device=tokens.device)[:, None, None] * P).reshape(-1)

@@ -230,6 +230,7 @@ class LitClassifier(L.LightningModule):
         super().__init__()
         self.info = info
         self.model = HierarchicalClassifier(info.config.model, len(info.labels))
+        self.model.train_select_k = info.config.train.select_k or info.config.model.top_k
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparse_optimizer: torch.optim.Optimizer | None = None
         self._resumed_sparse_state: dict | None = None
@@ -246,12 +247,6 @@ class LitClassifier(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         warmup = self.info.config.train.dense_warmup_steps
         self.model.dense_scale.fill_(min(1.0, self.global_step / warmup) if warmup else 1.0)
-        self.model.select_k = self.info.config.train.select_k or self.info.config.model.top_k
-
-    def on_validation_start(self) -> None:
-        self.model.select_k = self.info.config.model.top_k  # validate as the model will be used
-
-    on_train_end = on_validation_start  # and leave it so
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch

@@ -166,10 +166,10 @@ def test_training_steps_select_fewer_phrases_than_inference():
 
     config = Config(model=CONFIG, train=TrainConfig(select_k=1))
     module = LitClassifier(ModelInfo(config, ("a", "b"), False, tokenizer="{}", version="test"))
-    module.on_train_batch_start(None, 0)
+    module.train()  # training steps
     assert module.model(**batch(), return_attention=True)[1].selected.shape[-1] == 1
-    module.on_validation_start()
+    module.eval()  # validation and inference
     assert module.model(**batch(), return_attention=True)[1].selected.shape[-1] == CONFIG.top_k
     default = LitClassifier(ModelInfo(replace(config, train=TrainConfig()), ("a", "b"), False, "{}", "test"))
-    default.on_train_batch_start(None, 0)
-    assert default.model.select_k == CONFIG.top_k
+    default.train()
+    assert default.model(**batch(), return_attention=True)[1].selected.shape[-1] == CONFIG.top_k
