@@ -149,41 +149,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_page_renders_in_chromium(tiny_run, document, tmp_path):
     page, shot = tmp_path / "page.html", tmp_path / "page.png"
     assert run_cli("inspect", tiny_run, document, "--html", page).exit_code == 0
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    # a headless browser with no network, no first-run work and a profile of its own
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    browser += [
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'class="sentence"' in dom and "sport" in dom
     subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--hide-scrollbars",
-            "--window-size=1000,800",
-            f"--screenshot={shot}",
-            page.as_uri(),
-        ],
+        [*browser, "--hide-scrollbars", "--window-size=1000,800", f"--screenshot={shot}", page.as_uri()],
         capture_output=True,
         timeout=120,
     )
