@@ -211,7 +211,14 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
     help="Quantize the block graph's weights to int8 (smaller, faster).",
 )
 @click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset; default: the exporter's.")
-def export(model, out_dir, quantize, opset):
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Phrases the sparse path selects per query; default: the model's (model.top_k). More keep "
+    "needles that rank behind filler in very long documents, at little cost.",
+)
+def export(model, out_dir, quantize, opset, top_k):
     """Export MODEL (run directory or checkpoint) to an ONNX bundle in OUT_DIR.
 
     The bundle (block.onnx, head.onnx, tokenizer.json, model.json, manifest.json) runs without
@@ -220,7 +227,7 @@ def export(model, out_dir, quantize, opset):
     """
     from .export import export as run
 
-    manifest = run(model, out_dir, quantize, opset)
+    manifest = run(model, out_dir, quantize, opset, top_k)
     click.echo(json.dumps(manifest, indent=1))
 
 
@@ -284,7 +291,7 @@ def serve(model, host, port, max_bytes, k, threshold, threads):
     """
     from .serve import serve as run
 
-    run(model, host, port, threads, max_bytes, k, threshold)
+    run(model, host=host, port=port, threads=threads, max_bytes=max_bytes, k=k, threshold=threshold)
 
 
 def main() -> None:

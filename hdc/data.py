@@ -113,18 +113,26 @@ def _check_text(text, where: str, column: str) -> str:
     return text
 
 
+def _jsonl_rows(f: Iterable[str]) -> Iterator[tuple[int, dict | str]]:
+    """(line number, row) for each non-blank line of a JSONL file; row is an error message instead
+    when the line is not a JSON object. Training data fails on it, prediction writes an error record."""
+    for number, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield number, f"not valid JSON ({e.msg}); each line must be one JSON object"
+            continue
+        yield number, row if isinstance(row, dict) else "not a JSON object; each line must be one JSON object"
+
+
 def _read_jsonl(path: Path, text_column: str, label_column: str) -> Iterator[Example]:
     with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
+        for number, row in _jsonl_rows(f):
             where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HdcError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise HdcError(f"{where}: expected a JSON object with {text_column!r} and {label_column!r}")
+            if isinstance(row, str):
+                raise HdcError(f"{where}: {row}")
             for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
                 if column not in row:
                     raise HdcError(
@@ -303,20 +311,14 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[Document | BadInpu
         yield BadInput("path", str(path), f"cannot read: {e.strerror}")
         return
     with f:
-        for number, line in enumerate(f, 1):
+        for number, row in _jsonl_rows(f):
             where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield BadInput("id", where, f"not valid JSON: {e.msg}")
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            if isinstance(row, str):
+                yield BadInput("id", where, row)
+            elif not isinstance(row.get(text_field), str):
                 yield BadInput("id", where, f"expected a JSON object with a string {text_field!r} field")
-                continue
-            name = str(row["id"]) if "id" in row else where
-            yield Document("id", name, text=row[text_field])
+            else:
+                yield Document("id", str(row["id"]) if "id" in row else where, text=row[text_field])
 
 
 def _stdin_documents() -> Iterator[Document]:

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -202,13 +203,24 @@ def parity(reference: Predictor, candidate: Predictor, documents: list[Document]
     return worst
 
 
-def export(model_path: str | Path, out: str | Path, quantize: str | None = None, opset: int | None = None) -> dict:
-    """Export MODEL (run directory or checkpoint) to the bundle folder OUT. Returns the manifest."""
+def export(
+    model_path: str | Path,
+    out: str | Path,
+    quantize: str | None = None,
+    opset: int | None = None,
+    top_k: int | None = None,
+) -> dict:
+    """Export MODEL (run directory or checkpoint) to the bundle folder OUT. Returns the manifest.
+    top_k: phrases the bundle selects per query, if not the model's (model.top_k)."""
     model_path, out = Path(model_path), Path(out)
     checkpoint = model_path / "checkpoints" / "best.ckpt" if model_path.is_dir() else model_path
     if not checkpoint.exists():
         raise UsageError(f"{model_path}: no checkpoint to export (expected a run directory or a .ckpt file)")
     model, info = load_checkpoint(checkpoint)
+    if top_k:
+        # An inference setting: no weight depends on how many phrases are selected.
+        config = replace(info.config, model=replace(info.config.model, top_k=top_k))
+        model.config, info = config.model, replace(info, config=config)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:

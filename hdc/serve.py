@@ -142,16 +142,9 @@ def make_server(
     return server
 
 
-def serve(
-    model: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    threads: int = 0,
-    max_bytes: int = 10 << 20,
-    k: int = 3,
-    threshold: float = 0.5,
-) -> None:
-    server = make_server(model, host, port, threads, max_bytes, k, threshold)
+def serve(model: str | Path, **options) -> None:
+    """Serve until SIGTERM or Ctrl-C; `options` are those of `make_server`."""
+    server = make_server(model, **options)
     stop = threading.Event()
 
     def shutdown(*_):

@@ -98,6 +98,14 @@ def test_int8_export(tiny_run, tmp_path):
     assert np.mean([r["label"] == t for r, t in zip(predicted, truth)]) >= 0.9
 
 
+def test_export_with_another_top_k(tiny_run, tmp_path):
+    result = run_cli("export", tiny_run, tmp_path / "k3", "--top-k", "3")  # exits 1 if parity fails
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "k3" / "model.json").read_text())["config"]["model"]["top_k"] == 3
+    outcome = next(load_predictor(tmp_path / "k3").run([Document("id", "d", text="Sunny and warm. " * 200)]))
+    assert outcome.state.top_scores.shape[1] == 3
+
+
 def test_parity_documents_are_the_same_in_every_process(tiny_bundle):
     # the tokenizer's vocabulary comes back in hash order, which differs between processes
     script = (
