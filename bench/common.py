@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -34,12 +35,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def update_results(section: str, values: dict, meta: dict) -> None:
+def update_results(section: str, values: dict, meta: dict, measured: Iterable[str] | None = None) -> None:
     """Set the keys of `values` in one top-level section of bench/results.json, keeping the rest;
-    `_meta["section.key"]` records how each was measured (command, date, machine)."""
+    `_meta["section.key"]` records how each was measured (command, date, machine). `measured`
+    names the dotted keys this run measured, where `values` also carries older figures."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results.setdefault(section, {}).update(values)
-    for key in values:
+    for key in values if measured is None else measured:
         results.setdefault("_meta", {})[f"{section}.{key}"] = meta
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

@@ -230,17 +230,19 @@ def cmd_run(args) -> None:
             if (OUT / m / "summary.json").exists()
         },
     }
-    measured = {str(tokens): results[str(tokens)] for tokens in lengths}  # so _meta names this run
-    update_results("needle", measured, meta)
+    # results.json takes every method of these lengths; _meta names this run for its own only
+    measured = {str(tokens): results[str(tokens)] for tokens in lengths}
+    update_results("needle", measured, meta, [f"{tokens}.{method}" for tokens in lengths for method in methods])
     faithful = {
         tokens: {
             "faithful_selected": r["hdc"]["faithful_selected"],
             "faithful_top_sentence": r["hdc"]["faithful_top_sentence"],
         }
-        for tokens, r in results.items()  # every length: "inspect.needle" is one entry
+        for tokens, r in results.items()  # every length: "inspect.needle" is written whole
         if "hdc" in r
     }
-    update_results("inspect", {"needle": faithful}, meta)
+    stamped = [f"needle.{tokens}" for tokens in lengths if "hdc" in methods]
+    update_results("inspect", {"needle": faithful}, meta, stamped)
 
 
 def main() -> None:
@@ -262,9 +264,7 @@ def main() -> None:
     w.add_argument("--split", choices=("test", "valid"), default="test")
     w.add_argument("--result", type=Path, required=True)
     select = sub.add_parser("select")
-    select.add_argument(
-        "--candidates", default="best,epoch4,last", help="checkpoints in bench/out/needle/hdc/checkpoints"
-    )
+    select.add_argument("--candidates", default="best,last", help="checkpoints in bench/out/needle/hdc/checkpoints")
     select.add_argument("--tokens", type=int, default=1 << 20)
     select.add_argument("--docs", type=int, default=10)
     select.add_argument("--threads", type=int, default=2)

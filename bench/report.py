@@ -17,11 +17,13 @@ SIZES = {"4096": "4K", "65536": "64K", "1048576": "1M", "4194304": "4M", "335544
 
 
 def meta(results: dict, *keys: str) -> str:
+    """The runs behind `keys`: a key's own _meta entry and those of its parts ("needle.4096" also
+    finds "needle.4096.hdc")."""
     seen = []
     for key in keys:
-        m = results.get("_meta", {}).get(key)
-        if m and m not in seen:
-            seen.append(m)
+        for name, m in results.get("_meta", {}).items():
+            if (name == key or name.startswith(key + ".")) and m not in seen:
+                seen.append(m)
     return "\n".join(f"`{m['command']}` — {m['date']}, {m['machine']}" for m in seen)
 
 
