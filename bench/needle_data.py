@@ -76,6 +76,9 @@ class Needle:
     label: str
     start: int  # character span of the needle sentence, or -1 for `none`
     end: int
+    # The filler sentence before the needle ends without a full stop (a headline), so the two
+    # read as one sentence: sentences are joined with a space, and nothing marks where it ends.
+    runs_on: bool = False
 
 
 def filler_pool(news_jsonl: Path) -> list[tuple[str, int]]:
@@ -89,6 +92,10 @@ def filler_pool(news_jsonl: Path) -> list[tuple[str, int]]:
             if 3 <= n <= 80:
                 pool.append((sentence, n))
     return pool
+
+
+def _ends_sentence(text: str) -> bool:
+    return text.rstrip("\"'”’)]").endswith((".", "!", "?"))
 
 
 def _fill(template: str, rng: random.Random, direction: str) -> str:
@@ -124,19 +131,22 @@ class Generator:
 
         def chunks() -> Iterator[str]:
             filler_rng = random.Random(rng.random())
-            done, offset, pending, out = 0, 0, list(inserts), []
+            done, offset, pending, out, last = 0, 0, list(inserts), [], ""
             while done < budget or pending:
                 while pending and (done >= pending[0][0] * budget or done >= budget):
                     _, text = pending.pop(0)
                     if text is needle_text:
                         needle.start, needle.end = offset, offset + len(text)
+                        needle.runs_on = bool(last) and not _ends_sentence(last)
                     out.append(text)
                     offset += len(text) + 1
+                    last = text
                 if done >= budget and not pending:
                     break
                 source = self.hard if self.hard and filler_rng.random() < self.hard_share else self.pool
                 sentence, n = source[filler_rng.randrange(len(source))]
                 out.append(sentence)
+                last = sentence
                 offset += len(sentence) + 1
                 done += n
                 if len(out) >= chunk_sentences:
