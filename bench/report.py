@@ -43,7 +43,7 @@ def news(results: dict) -> list[str]:
 
 
 def needle(results: dict) -> list[str]:
-    data = results.get("needle", {})
+    data = dict(sorted(results.get("needle", {}).items(), key=lambda item: int(item[0])))  # by length
     lines = ["### Needle (`bench/needle.py`)", "", meta(results, *[f"needle.{k}" for k in data]), ""]
     lines += [
         "| length | method | docs | accuracy | min recall (class) | s/doc | tokens/s | peak RSS MB |",
@@ -57,6 +57,16 @@ def needle(results: dict) -> list[str]:
                 f"| {SIZES.get(tokens, tokens)} | {method} | {r['docs']} | {r['accuracy']:.3f} | {worst} | "
                 f"{r['seconds_per_doc']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
             )
+    split = [(t, m["hdc"]["needle_accuracy"]) for t, m in data.items() if "needle_accuracy" in m.get("hdc", {})]
+    if split:
+        lines += [
+            "",
+            "| length | needles that are a sentence: correct | needles that run on: correct |",
+            "|---|---|---|",
+        ]
+        for tokens, s in split:
+            cells = [f"{round(s[k]['accuracy'] * s[k]['docs'])} / {s[k]['docs']}" for k in ("own_sentence", "run_on")]
+            lines.append(f"| {SIZES.get(tokens, tokens)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
