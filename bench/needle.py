@@ -41,10 +41,11 @@ NEWS = ROOT / "data" / "news"
 LENGTHS = {4096: 200, 65536: 200, 1 << 20: 200, 1 << 22: 50, 1 << 25: 10}  # tokens: documents
 TEST_SEED = 99
 VALID_SEED = 98
-# Phrases the bundles select per query (the model trains with configs/needle.yaml's 8). Scored
-# against every distinct phrase of the news *train* split (85K), 20% of the 1,600 possible needles
-# rank 8th or lower, behind filler: a document long enough to hold them all would push them out
-# of 8 slots. <= 4K-token validation accuracy: 1.000 with 8 and with 32, 0.995 with 64.
+# Phrases the bundles select per query (the model's config selects 8, its training steps 2:
+# train.select_k). Scored against every distinct phrase of the news *train* split (85K), 20% of
+# the 1,600 possible needles rank 8th or lower, behind filler: a document long enough to hold
+# them all would push them out of 8 slots. <= 4K-token validation accuracy: 1.000 with 8 and
+# with 32, 0.995 with 64.
 TOP_K = 32
 
 
@@ -161,7 +162,7 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
         if needle.label != "none":
             kind = "run_on" if needle.runs_on else "own_sentence"
             seen[kind] += 1
-            seen[kind + "_correct"] += label == needle.label
+            seen["correct_" + kind] += label == needle.label
         print(f"{method} {tokens}: {i + 1}/{docs} {needle.label} -> {label}", file=sys.stderr, flush=True)
     result = {
         "docs": docs,
@@ -177,10 +178,7 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
         result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / correct if correct else None
         result["faithful_top_sentence"] = sum(top_hits.values()) / correct if correct else None
     # Needles that run on from a headline without a full stop, against those that are a sentence.
-    result["needle_accuracy"] = {
-        kind: {"docs": seen[kind], "accuracy": seen[kind + "_correct"] / seen[kind] if seen[kind] else None}
-        for kind in ("own_sentence", "run_on")
-    }
+    result["by_needle"] = {k: {"docs": seen[k], "correct": seen["correct_" + k]} for k in ("own_sentence", "run_on")}
     result["per_class_accuracy"] = {
         c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]
     }
