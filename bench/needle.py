@@ -159,10 +159,6 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
         truth.append(needle.label)
         predicted.append(label)
         seen[needle.label] += 1
-        if needle.label != "none":
-            kind = "run_on" if needle.runs_on else "own_sentence"
-            seen[kind] += 1
-            seen["correct_" + kind] += label == needle.label
         print(f"{method} {tokens}: {i + 1}/{docs} {needle.label} -> {label}", file=sys.stderr, flush=True)
     result = {
         "docs": docs,
@@ -177,8 +173,6 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
         correct = sum(seen["correct_" + c] for c in DIRECTIONS)  # None: no needle answered right
         result["faithful_selected"] = sum(seen["faithful_" + c] for c in DIRECTIONS) / correct if correct else None
         result["faithful_top_sentence"] = sum(top_hits.values()) / correct if correct else None
-    # Needles that run on from a headline without a full stop, against those that are a sentence.
-    result["by_needle"] = {k: {"docs": seen[k], "correct": seen["correct_" + k]} for k in ("own_sentence", "run_on")}
     result["per_class_accuracy"] = {
         c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in LABELS if seen[c]
     }

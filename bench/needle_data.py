@@ -76,13 +76,10 @@ class Needle:
     label: str
     start: int  # character span of the needle sentence, or -1 for `none`
     end: int
-    # The filler sentence before the needle ends without a full stop (a headline), so the two
-    # read as one sentence: sentences are joined with a space, and nothing marks where it ends.
-    runs_on: bool = False
 
 
-def filler_pool(news_jsonl: Path) -> list[tuple[str, int]]:
-    """Every sentence of the news split, with its token count."""
+def filler_pool(news_jsonl: Path) -> list[tuple[str, int, bool, bool]]:
+    """Every sentence of the news split: its text, its token count, and its `_edges`."""
     pool = []
     for line in news_jsonl.open(encoding="utf-8"):
         text = json.loads(line)["text"]
@@ -90,12 +87,18 @@ def filler_pool(news_jsonl: Path) -> list[tuple[str, int]]:
             sentence = " ".join(text[a:b].split())
             n = count_tokens(sentence)
             if 3 <= n <= 80:
-                pool.append((sentence, n))
+                pool.append((sentence, n, *_edges(sentence)))
     return pool
 
 
-def _ends_sentence(text: str) -> bool:
-    return text.rstrip("\"'”’)]").endswith((".", "!", "?"))
+def _edges(sentence: str) -> tuple[bool, bool]:
+    """Whether a sentence boundary can follow this sentence, and precede it, with only a space
+    between. A headline has no full stop, and a sentence may begin with a dash or a lowercase
+    word: joined to it by a space, a neighbour reads as part of the same sentence, and a needle
+    there is no longer a sentence of its own. The documents put a blank line there instead, as
+    the news text they come from does. The two sides can be tested apart because the boundary
+    rule looks at the text before the space and the text after it separately."""
+    return len(split_sentences(sentence + " A")[0]) == 2, len(split_sentences("End. " + sentence)[0]) == 2
 
 
 def _fill(template: str, rng: random.Random, direction: str) -> str:
@@ -104,7 +107,7 @@ def _fill(template: str, rng: random.Random, direction: str) -> str:
 
 
 class Generator:
-    def __init__(self, pool: list[tuple[str, int]], seed: int, hard_share: float = 0.0):
+    def __init__(self, pool: list[tuple[str, int, bool, bool]], seed: int, hard_share: float = 0.0):
         """hard_share: the share of filler sentences drawn from those that use a needle word."""
         self.pool, self.seed, self.hard_share = pool, seed, hard_share
         self.hard = [item for item in pool if CUES & set(re.findall(r"[a-z]+", item[0].lower()))]
@@ -131,29 +134,34 @@ class Generator:
 
         def chunks() -> Iterator[str]:
             filler_rng = random.Random(rng.random())
-            done, offset, pending, out, last = 0, 0, list(inserts), [], ""
+            done, offset, pending, out, closed = 0, 0, list(inserts), [], None
+
+            def add(text: str, closes: bool, opens: bool) -> int:
+                """Append `text` after the right break; returns where it starts."""
+                nonlocal offset, closed
+                gap = "" if closed is None else " " if closed and opens else "\n\n"
+                out.append(gap + text)
+                offset += len(out[-1])
+                closed = closes
+                return offset - len(text)
+
             while done < budget or pending:
                 while pending and (done >= pending[0][0] * budget or done >= budget):
                     _, text = pending.pop(0)
+                    start = add(text, *_edges(text))
                     if text is needle_text:
-                        needle.start, needle.end = offset, offset + len(text)
-                        needle.runs_on = bool(last) and not _ends_sentence(last)
-                    out.append(text)
-                    offset += len(text) + 1
-                    last = text
+                        needle.start, needle.end = start, start + len(text)
                 if done >= budget and not pending:
                     break
                 source = self.hard if self.hard and filler_rng.random() < self.hard_share else self.pool
-                sentence, n = source[filler_rng.randrange(len(source))]
-                out.append(sentence)
-                last = sentence
-                offset += len(sentence) + 1
+                sentence, n, closes, opens = source[filler_rng.randrange(len(source))]
+                add(sentence, closes, opens)
                 done += n
                 if len(out) >= chunk_sentences:
-                    yield " ".join(out) + " "
+                    yield "".join(out)
                     out = []
             if out:
-                yield " ".join(out)
+                yield "".join(out)
 
         return chunks(), needle
 

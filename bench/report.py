@@ -57,16 +57,6 @@ def needle(results: dict) -> list[str]:
                 f"| {SIZES.get(tokens, tokens)} | {method} | {r['docs']} | {r['accuracy']:.3f} | {worst} | "
                 f"{r['seconds_per_doc']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
             )
-    split = [(t, m["hdc"]["by_needle"]) for t, m in data.items() if "by_needle" in m.get("hdc", {})]
-    if split:
-        lines += [
-            "",
-            "| length | needles that are a sentence: correct | needles that run on: correct |",
-            "|---|---|---|",
-        ]
-        for tokens, s in split:
-            cells = [f"{s[k]['correct']} / {s[k]['docs']}" for k in ("own_sentence", "run_on")]
-            lines.append(f"| {SIZES.get(tokens, tokens)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
