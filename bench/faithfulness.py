@@ -4,8 +4,9 @@
 
 For every test document: classify it, then delete the n sentences that inspection ranks highest
 and classify again, and compare the drop in the predicted class's probability with deleting n
-random sentences (the same n, the same document). Two rankings are tested: the dense sentence
-weights, and the sentences holding the sparse path's selected phrases (by fusion weight).
+random sentences (the same n, the same document). Three rankings are tested: the dense sentence
+weights, the sentences holding the sparse path's selected phrases (by fusion weight), and the
+evidence that inspection ranks by (both paths, `hdc.explain.ranked_sentences`).
 Documents with fewer than n + 1 sentences are skipped. The needle side of faithfulness (is the
 needle selected, is it the top sentence) is measured by bench/needle.py.
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, today, update_results  # noqa: E402
 
 from hdc.data import Document, load_examples  # noqa: E402
+from hdc.explain import path_shares, ranked_sentences  # noqa: E402
 from hdc.predict import load_predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,12 +66,14 @@ def main() -> None:
                     s = int(segments.phrase_sentence[p])
                     fused[s] = fused.get(s, 0.0) + float(outcome.fusion[m, r])
         by_selection = sorted(fused, key=lambda s: -fused[s])
+        by_evidence = [row["index"] for row in ranked_sentences(outcome, path_shares(outcome, predictor))]
         for n in (1, 3):
             if len(spans) <= n:
                 continue
             variants = {
                 f"top{n}_sentence_weight": [spans[i] for i in by_weight[:n]],
                 f"top{n}_selected": [spans[i] for i in by_selection[:n]],
+                f"top{n}_evidence": [spans[i] for i in by_evidence[:n]],
                 f"random{n}": rng.sample(spans, n),
             }
             texts = {name: without(text, cut) for name, cut in variants.items()}

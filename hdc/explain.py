@@ -6,6 +6,11 @@ query every phrase's score and rank, with the selected phrases and their fusion 
 streamed (long) document keeps only its selected phrases and its best sentences, each shown with
 some context, so a million-token document gives a small report.
 
+Sentences are ranked by their evidence (`ranked_sentences`): their weight in each path of the
+document level, dense and sparse, with each path counted by how much the prediction needs it.
+The dense weight alone ranks by the dense path only, which over millions of sentences spreads
+thin while the sparse path does not.
+
 No torch here: inspection works from a checkpoint or from a bundle alike.
 """
 
@@ -23,16 +28,9 @@ from .data import BadInput, Document, iter_documents
 from .errors import HdcError
 from .io import write_atomic
 from .predict import Outcome, Predictor, load_predictor
-from .stream import VALID
+from .stream import NEG, VALID
 
 CONTEXT_CHARS = 160  # characters of context around a phrase or sentence in a summary
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    if scores.size == 0:
-        return scores
-    e = np.exp(scores - scores.max())
-    return e / e.sum()
 
 
 def _label_block(outcome: Outcome, labels, multilabel: bool, threshold: float) -> dict:
@@ -61,20 +59,71 @@ def _selected(outcome: Outcome) -> list[dict]:
     return rows
 
 
+def path_shares(outcome: Outcome, predictor: Predictor) -> np.ndarray:
+    """[1 + M] how much the prediction rests on the dense path and on each retrieval query: the
+    drop in the predicted class's probability when that part alone is removed from the document
+    state (the dense sum zeroed; the query's selection masked), normalised to sum to 1. Parts
+    whose removal does not lower it get 0; if none does, all share equally. One batch of 2 + M
+    runs of the head, which is small, whatever the document's length."""
+    inputs = outcome.state.head_inputs()
+    M = inputs["top_scores"].shape[1]
+    variants = []
+    for part in range(1 + M):
+        variant = {name: value.copy() for name, value in inputs.items()}
+        if part == 0:
+            variant["dense_acc"][:] = 0
+        else:
+            variant["top_scores"][:, part - 1] = NEG
+        variants.append(variant)
+    stacked = {name: np.concatenate([inputs[name]] + [v[name] for v in variants]) for name in inputs}
+    probabilities = predictor.probabilities(predictor.backend.classify(stacked)[0])
+    label = int(probabilities[0].argmax())
+    drops = np.maximum(probabilities[0, label] - probabilities[1:, label], 0)
+    return drops / drops.sum() if drops.sum() > 0 else np.full(1 + M, 1 / (1 + M))
+
+
+def ranked_sentences(outcome: Outcome, shares: np.ndarray) -> list[dict]:
+    """Sentences by evidence, best first; each with its index, span, dense weight and evidence.
+
+    evidence = shares[0] * dense weight + sum over queries m of shares[1 + m] * (the fusion
+    weights of the phrases query m selected in the sentence), with `path_shares`. Over all
+    sentences the evidence sums to 1. A whole document ranks every sentence. A streamed one ranks
+    the best sentences by dense weight and those of the selected phrases: any other has no
+    sparse part and less dense weight than each kept one, so the first `keep_sentences` of the
+    ranking are the document's."""
+    state = outcome.state
+    rows: dict[int, dict] = {}
+    if outcome.segments is not None:
+        for s, (a, b) in enumerate(outcome.segments.sentence_spans):
+            score = float(outcome.weights["sentence_scores"][s])
+            rows[s] = {"index": s, "span": [int(a), int(b)], "weight": state.sentence_weight(score)}
+    for score, s, a, b in state.best_sentences:
+        rows.setdefault(s, {"index": s, "span": [a, b], "weight": state.sentence_weight(score)})
+    sparse: dict[int, float] = {}
+    for m, r in zip(*np.nonzero(state.top_phrases >= 0)):
+        s, a, b = (int(x) for x in state.top_sentences[m, r])
+        score = float(state.top_sentence_scores[m, r])
+        rows.setdefault(s, {"index": s, "span": [a, b], "weight": state.sentence_weight(score)})
+        sparse[s] = sparse.get(s, 0.0) + float(shares[1 + m] * outcome.fusion[m, r])
+    for s, row in rows.items():
+        row["evidence"] = float(shares[0]) * row["weight"] + sparse.get(s, 0.0)
+    return sorted(rows.values(), key=lambda row: (-row["evidence"], row["index"]))
+
+
 def explain(outcome: Outcome, predictor: Predictor, threshold: float = 0.5) -> dict:
     """The JSON-ready explanation of one classified document."""
     labels, multilabel = predictor.labels, predictor.info.multilabel
     state = outcome.state
     result = {outcome.item.key: outcome.item.name} | _label_block(outcome, labels, multilabel, threshold)
     result |= {"tokens_total": state.tokens, "phrases_total": state.phrases, "sentences_total": state.sentences}
+    shares = path_shares(outcome, predictor)
+    result["path_shares"] = {"dense": float(shares[0]), "queries": [float(x) for x in shares[1:]]}
     selected = _selected(outcome)
+    sentences = ranked_sentences(outcome, shares)
     if outcome.segments is None:  # streamed: a summary
         result["mode"] = "summary"
         result["selected"] = selected
-        result["sentences"] = [
-            {"index": index, "span": [a, b], "weight": state.sentence_weight(score)}
-            for score, index, a, b in state.best_sentences
-        ]
+        result["sentences"] = sentences[: max(state.keep_sentences, 1)]
         items = result["selected"] + result["sentences"]
         contexts = _contexts(outcome.item, [tuple(item["span"]) for item in items])
         for item in items:
@@ -82,7 +131,6 @@ def explain(outcome: Outcome, predictor: Predictor, threshold: float = 0.5) -> d
         return result
 
     segments, weights = outcome.segments, outcome.weights
-    sentence_weights = _softmax(weights["sentence_scores"].astype(np.float64))
     scores = weights["phrase_scores"]  # [M, P]
     ranks = np.empty_like(scores, dtype=np.int64)
     for m in range(len(scores)):
@@ -119,10 +167,7 @@ def explain(outcome: Outcome, predictor: Predictor, threshold: float = 0.5) -> d
         for p, (a, b), w in zip(np.nonzero(real)[0], segments.token_spans[real], weights["word_weights"][real])
     ]
     result["mode"] = "full"
-    result["sentences"] = [
-        {"index": s, "span": [int(a), int(b)], "weight": float(sentence_weights[s])}
-        for s, (a, b) in enumerate(segments.sentence_spans)
-    ]
+    result["sentences"] = sorted(sentences, key=lambda row: row["index"])
     result["phrases"] = phrases
     result["tokens"] = tokens
     result["selected"] = selected
@@ -168,8 +213,8 @@ def summary_text(explanation: dict, text: str | None, top: int) -> str:
         + ")"
     ]
     lines.append(f"top sentences (of {explanation['sentences_total']}):")
-    for s in sorted(explanation["sentences"], key=lambda s: -s["weight"])[:top]:
-        lines.append(f"  {s['weight']:.3f}  {_clip(_span_text(s, text))}")
+    for s in sorted(explanation["sentences"], key=lambda s: -s["evidence"])[:top]:
+        lines.append(f"  {s['evidence']:.3f}  {_clip(_span_text(s, text))}")
     lines.append("selected phrases:")
     for s in sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))[: top * 2]:
         lines.append(
@@ -250,7 +295,7 @@ def _legend(queries: int, full: bool) -> str:
     parts = []
     if full:
         parts.append('<span><span class="swatch"></span> word weight × phrase weight × sentence weight</span>')
-    parts.append('<span><span class="mbar"></span> sentence weight in the document</span>')
+    parts.append('<span><span class="mbar"></span> sentence evidence: its share of the document, both paths</span>')
     for m in range(queries):
         colour = QUERY_COLOURS[m % len(QUERY_COLOURS)]
         parts.append(
@@ -272,7 +317,7 @@ def render_html(explanation: dict, text: str | None) -> str:
 def _full_body(explanation: dict, text: str) -> str:
     sentences = explanation["sentences"]
     phrases = explanation["phrases"]
-    top_sentence = max((s["weight"] for s in sentences), default=1.0) or 1.0
+    top_sentence = max((s["evidence"] for s in sentences), default=1.0) or 1.0
     # The heat of a token is its share of the whole hierarchy, scaled to the document's maximum.
     heat: dict[tuple[int, int], float] = {}
     for t in explanation["tokens"]:
@@ -323,10 +368,11 @@ def _full_body(explanation: dict, text: str) -> str:
             pieces.append(body)
             cursor = pb
         pieces.append(html.escape(text[cursor:b]))
-        width = 100 * s["weight"] / top_sentence
+        width = 100 * s["evidence"] / top_sentence
         out.append(
-            f'<div class="sentence" id="s{s["index"]}"><div class="margin" title="sentence weight {s["weight"]:.4f}">'
-            f'<div class="mbar" style="width:{width:.1f}%"></div><div class="w">{s["weight"]:.3f}</div></div>'
+            f'<div class="sentence" id="s{s["index"]}"><div class="margin" title="evidence {s["evidence"]:.4f}, '
+            f'dense weight {s["weight"]:.4f}"><div class="mbar" style="width:{width:.1f}%"></div>'
+            f'<div class="w">{s["evidence"]:.3f}</div></div>'
             f'<div class="text">{"".join(pieces)}</div></div>'
         )
     return "".join(out)
@@ -343,11 +389,11 @@ def _snippet(item: dict, head: str, anchor: str, colour: str = "#e5e7eb") -> str
 
 def _summary_body(explanation: dict) -> str:
     picks = sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))
-    sentences = sorted(explanation["sentences"], key=lambda s: -s["weight"])
+    sentences = sorted(explanation["sentences"], key=lambda s: -s["evidence"])
     links = " ".join(f'<a href="#p{i}">q{s["query"] + 1}·{s["rank"]}</a>' for i, s in enumerate(picks))
     parts = [
         f"<p>This document was streamed: the page shows the phrases the sparse path selected and the "
-        f"sentences with the most weight, each with context. Jump to: {links}</p>",
+        f"sentences with the most evidence, each with context. Jump to: {links}</p>",
         "<section><h2>Selected phrases</h2>",
     ]
     for i, s in enumerate(picks):
@@ -356,7 +402,8 @@ def _summary_body(explanation: dict) -> str:
         parts.append(_snippet(s, head, f"p{i}", colour))
     parts.append("</section><section><h2>Top sentences</h2>")
     for i, s in enumerate(sentences):
-        parts.append(_snippet(s, f"<b>sentence {s['index'] + 1:,}</b> · weight {s['weight']:.4f}", f"s{i}", "#0f766e"))
+        head = f"<b>sentence {s['index'] + 1:,}</b> · evidence {s['evidence']:.4f} · dense weight {s['weight']:.4f}"
+        parts.append(_snippet(s, head, f"s{i}", "#0f766e"))
     parts.append("</section>")
     return "".join(parts)
 

@@ -92,6 +92,9 @@ class DocumentState:
     top_states: np.ndarray | None = None  # [M, K, D]
     top_phrases: np.ndarray | None = None  # [M, K] phrase index in the document, -1 where empty
     top_spans: np.ndarray | None = None  # [M, K, 2] character spans
+    # the sentence of each selected phrase: [M, K, 3] (index, start, end) and its dense score [M, K]
+    top_sentences: np.ndarray | None = None
+    top_sentence_scores: np.ndarray | None = None
     top_keys: dict[int, bytes] = field(default_factory=dict)  # phrase index -> its token ids
     ngram_sum: np.ndarray | None = None
     ngram_count: float = 0.0
@@ -115,7 +118,9 @@ class DocumentState:
     def merge(self, block: Segments, state: dict[str, np.ndarray], b: int = 0) -> None:
         """Fold row b of a block state (from Backend.encode) into the running state."""
         self._merge_dense(float(state["dense_max"][b]), float(state["dense_sum"][b]), state["dense_acc"][b])
-        self._merge_top(block, state["top_scores"][b], state["top_states"][b], state["top_phrases"][b])
+        self._merge_top(
+            block, state["top_scores"][b], state["top_states"][b], state["top_phrases"][b], state["sentence_scores"][b]
+        )
         if "ngram_sum" in state:
             self.ngram_sum = state["ngram_sum"][b] + (0 if self.ngram_sum is None else self.ngram_sum)
             self.ngram_count += float(state["ngram_count"][b])
@@ -135,21 +140,31 @@ class DocumentState:
         self.dense_acc = self.dense_acc * old_scale + acc * block_scale
         self.dense_max = new
 
-    def _merge_top(self, block: Segments, scores: np.ndarray, states: np.ndarray, local: np.ndarray) -> None:
+    def _merge_top(
+        self, block: Segments, scores: np.ndarray, states: np.ndarray, local: np.ndarray, sentence_scores: np.ndarray
+    ) -> None:
         M, D = scores.shape[0], states.shape[-1]
         if self.top_scores is None:
             self.top_scores = np.full((M, 0), NEG, np.float32)
             self.top_states = np.zeros((M, 0, D), np.float32)
             self.top_phrases = np.full((M, 0), -1, np.int64)
             self.top_spans = np.zeros((M, 0, 2), np.int64)
+            self.top_sentences = np.zeros((M, 0, 3), np.int64)
+            self.top_sentence_scores = np.full((M, 0), NEG, np.float32)
         if block.num_phrases == 0:
             return
         index = np.where(scores > VALID, local + block.first_phrase, -1)
-        spans = block.phrase_spans[np.minimum(local, block.num_phrases - 1)]  # padding rows: masked below
+        local = np.minimum(local, block.num_phrases - 1)  # padding rows: masked below
+        sentence = block.phrase_sentence[local]  # [M, k]
+        sentences = np.concatenate(
+            [(sentence + block.first_sentence)[..., None], block.sentence_spans[sentence]], axis=-1
+        )  # [M, k, 3]
         all_scores = np.concatenate([self.top_scores, scores], 1)
         all_states = np.concatenate([self.top_states, states], 1)
         all_index = np.concatenate([self.top_phrases, index], 1)
-        all_spans = np.concatenate([self.top_spans, spans], 1)
+        all_spans = np.concatenate([self.top_spans, block.phrase_spans[local]], 1)
+        all_sentences = np.concatenate([self.top_sentences, sentences], 1)
+        all_sentence_scores = np.concatenate([self.top_sentence_scores, sentence_scores[sentence]], 1)
         width = min(self.top_k, all_scores.shape[1])
         keep = np.empty((M, width), np.int64)
         for m in range(M):
@@ -163,6 +178,8 @@ class DocumentState:
         self.top_states = all_states[rows, keep]
         self.top_phrases = all_index[rows, keep]
         self.top_spans = all_spans[rows, keep]
+        self.top_sentences = all_sentences[rows, keep]
+        self.top_sentence_scores = all_sentence_scores[rows, keep]
         keys = {}
         for i in np.unique(self.top_phrases[self.top_phrases >= 0]):
             i = int(i)

@@ -34,6 +34,9 @@ def test_spans_round_trip_and_weights_sum(tiny_run, document, tmp_path):
     assert report["mode"] == "full" and report["labels"] == ["sport"]
     assert abs(sum(report["probabilities"].values()) - 1) < 1e-5
     assert abs(sum(s["weight"] for s in report["sentences"]) - 1) < 1e-5
+    assert abs(sum(s["evidence"] for s in report["sentences"]) - 1) < 1e-5
+    shares = [report["path_shares"]["dense"], *report["path_shares"]["queries"]]
+    assert len(shares) == 3 and min(shares) >= 0 and abs(sum(shares) - 1) < 1e-6
     for s in report["sentences"]:
         phrases = [p for p in report["phrases"] if p["sentence"] == s["index"]]
         assert abs(sum(p["weight"] for p in phrases) - 1) < 1e-5
@@ -58,7 +61,8 @@ def test_one_word_and_one_sentence(tiny_run, tmp_path, text):
     path = tmp_path / "short.txt"
     path.write_text(text)
     report = inspect_json(tiny_run, path, tmp_path)
-    values = [s["weight"] for s in report["sentences"]] + [t["weight"] for t in report["tokens"]]
+    values = [s[k] for s in report["sentences"] for k in ("weight", "evidence")]
+    values += [t["weight"] for t in report["tokens"]]
     assert np.isfinite(values).all() and len(report["sentences"]) == 1
 
 
@@ -104,6 +108,8 @@ def test_checkpoint_and_bundle_agree(tiny_run, tiny_bundle, document, tmp_path):
     for key in ("sentences", "tokens", "phrases"):
         for x, y in zip(a[key], b[key]):
             assert x["span"] == y["span"] and abs(x["weight"] - y["weight"]) <= 1e-4
+            assert abs(x.get("evidence", 0) - y.get("evidence", 0)) <= 1e-4
+    assert np.allclose(a["path_shares"]["queries"], b["path_shares"]["queries"], atol=1e-3)
     for x, y in zip(a["selected"], b["selected"]):
         assert abs(x["score"] - y["score"]) <= 1e-4 and abs(x["fusion"] - y["fusion"]) <= 1e-4
 
@@ -120,6 +126,13 @@ def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
         a, b = item["span"]
         assert item["context"]["text"] == text[a:b]
         assert text[:a].endswith(item["context"]["before"]) and text[b:].startswith(item["context"]["after"])
+    # the summary's top sentences are the whole document's: the candidates kept while streaming
+    # hold every sentence that could rank first
+    whole = inspect_json(tiny_bundle, path, tmp_path)
+    assert whole["mode"] == "full"
+    best = sorted(whole["sentences"], key=lambda s: (-s["evidence"], s["index"]))[:3]
+    assert [s["index"] for s in report["sentences"][:3]] == [s["index"] for s in best]
+    assert np.allclose([s["evidence"] for s in report["sentences"][:3]], [s["evidence"] for s in best], atol=1e-4)
     page = tmp_path / "long.html"
     assert run_cli("inspect", tiny_bundle, path, "--block-tokens", "512", "--html", page).exit_code == 0
     assert "Selected phrases" in page.read_text() and page.stat().st_size < 200_000

@@ -97,6 +97,7 @@ class FakeBackend:
             "top_scores": top,
             "top_phrases": order,
             "top_states": states,
+            "sentence_scores": np.zeros((1, P), np.float32),
         }
 
 
@@ -123,6 +124,7 @@ def test_top_k_merge_is_exact_with_ties():
         expected = sorted(range(23), key=lambda i: (-scores[m, i], i))[:K]
         assert state.top_phrases[m].tolist() == expected
         assert state.top_scores[m].tolist() == scores[m, expected].tolist()
+        assert state.top_sentences[m, :, 0].tolist() == expected  # each phrase is its own sentence here
 
 
 def test_repeated_phrases_take_one_slot():
