@@ -75,8 +75,7 @@ def path_shares(outcome: Outcome, predictor: Predictor) -> np.ndarray:
         else:
             variant["top_scores"][:, part - 1] = NEG
         variants.append(variant)
-    stacked = {name: np.concatenate([inputs[name]] + [v[name] for v in variants]) for name in inputs}
-    probabilities = predictor.probabilities(predictor.backend.classify(stacked)[0])
+    probabilities, _ = predictor.classify_heads([inputs, *variants])
     label = int(probabilities[0].argmax())
     drops = np.maximum(probabilities[0, label] - probabilities[1:, label], 0)
     return drops / drops.sum() if drops.sum() > 0 else np.full(1 + M, 1 / (1 + M))
@@ -93,17 +92,19 @@ def ranked_sentences(outcome: Outcome, shares: np.ndarray) -> list[dict]:
     ranking are the document's."""
     state = outcome.state
     rows: dict[int, dict] = {}
+
+    def add(s: int, a: int, b: int, score: float) -> None:
+        rows.setdefault(s, {"index": s, "span": [int(a), int(b)], "weight": state.sentence_weight(float(score))})
+
     if outcome.segments is not None:
         for s, (a, b) in enumerate(outcome.segments.sentence_spans):
-            score = float(outcome.weights["sentence_scores"][s])
-            rows[s] = {"index": s, "span": [int(a), int(b)], "weight": state.sentence_weight(score)}
+            add(s, a, b, outcome.weights["sentence_scores"][s])
     for score, s, a, b in state.best_sentences:
-        rows.setdefault(s, {"index": s, "span": [a, b], "weight": state.sentence_weight(score)})
+        add(s, a, b, score)
     sparse: dict[int, float] = {}
     for m, r in zip(*np.nonzero(state.top_phrases >= 0)):
         s, a, b = (int(x) for x in state.top_sentences[m, r])
-        score = float(state.top_sentence_scores[m, r])
-        rows.setdefault(s, {"index": s, "span": [a, b], "weight": state.sentence_weight(score)})
+        add(s, a, b, state.top_sentence_scores[m, r])
         sparse[s] = sparse.get(s, 0.0) + float(shares[1 + m] * outcome.fusion[m, r])
     for s, row in rows.items():
         row["evidence"] = float(shares[0]) * row["weight"] + sparse.get(s, 0.0)

@@ -148,7 +148,11 @@ class Predictor:
 
     def _classify(self, states: list[DocumentState]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, C] and fusion weights [N, M, K] of finished documents."""
-        inputs = [s.head_inputs() for s in states]
+        return self.classify_heads([s.head_inputs() for s in states])
+
+    def classify_heads(self, inputs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities [N, C] and fusion weights [N, M, K] of head inputs (each a batch of one
+        or more, as DocumentState.head_inputs gives), run as one batch."""
         stacked = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
         logits, fusion = self.backend.classify(stacked)
         return self.probabilities(logits), fusion
