@@ -34,34 +34,26 @@ from .checkpoint import TorchBackend, load_checkpoint
 from .data import Document
 from .errors import HdcError, UsageError
 from .io import current_umask, write_atomic
-from .model import INPUTS, NGRAM_INPUTS, NGRAM_STATE, STATE, WEIGHTS, HierarchicalClassifier
+from .model import INPUTS, NGRAM_INPUTS, STATE, WEIGHTS, HierarchicalClassifier
 from .predict import ModelInfo, Predictor, load_predictor
 
-FORMAT = 1  # bundle layout version, checked by the runtime
+FORMAT = 2  # bundle layout version, checked by the runtime (2: the head takes the n-gram bag)
 PARITY_TOLERANCE = {None: 1e-4, "int8": 0.15}  # max |p_torch - p_onnx| allowed before export fails
 HEAD_STATE = ("dense_sum", "dense_acc", "top_scores", "top_states")
 
 
-def block_inputs(model: HierarchicalClassifier) -> tuple[str, ...]:
-    return INPUTS + (NGRAM_INPUTS if model.config.ngram_orders else ())
-
-
-def block_outputs(model: HierarchicalClassifier) -> tuple[str, ...]:
-    return STATE + (NGRAM_STATE if model.config.ngram_orders else ()) + WEIGHTS
-
-
 def head_inputs(model: HierarchicalClassifier) -> tuple[str, ...]:
-    return HEAD_STATE + (NGRAM_STATE if model.config.ngram_orders else ())
+    return HEAD_STATE + (NGRAM_INPUTS if model.config.ngram_orders else ())
 
 
 class BlockGraph(nn.Module):
     def __init__(self, model: HierarchicalClassifier):
         super().__init__()
-        self.model, self.names = model, block_outputs(model)
+        self.model = model
 
-    def forward(self, tokens, phrase_sentence, sentence_phrases, selectable, ngrams=None):
-        state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable, ngrams)
-        return tuple(state[name] for name in self.names)
+    def forward(self, tokens, phrase_sentence, sentence_phrases, selectable):
+        state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable)
+        return tuple(state[name] for name in STATE + WEIGHTS)
 
 
 class HeadGraph(nn.Module):
@@ -69,14 +61,14 @@ class HeadGraph(nn.Module):
         super().__init__()
         self.model, self.names = model, head_inputs(model)
 
-    def forward(self, dense_sum, dense_acc, top_scores, top_states, ngram_sum=None, ngram_count=None):
+    def forward(self, dense_sum, dense_acc, top_scores, top_states, ngram_ids=None, ngram_counts=None):
         state = dict(
             dense_sum=dense_sum,
             dense_acc=dense_acc,
             top_scores=top_scores,
             top_states=top_states,
-            ngram_sum=ngram_sum,
-            ngram_count=ngram_count,
+            ngram_ids=ngram_ids,
+            ngram_counts=ngram_counts,
         )
         return self.model.classify({name: state[name] for name in self.names})
 
@@ -105,42 +97,42 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
         "sentence_phrases": {0: batch, 1: sentences, 2: slots},
         "selectable": {0: batch, 1: phrases},
     }
-    if c.ngram_orders:
-        block_args.append(torch.randint(0, c.ngram_buckets + 1, (B, P, 5)))
-        block_shapes["ngrams"] = {0: batch, 1: phrases, 2: torch.export.Dim("grams", min=1)}
     head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D)]
+    head_shapes = {name: {0: batch} for name in HEAD_STATE}
     if c.ngram_orders:
-        head_args += [torch.randn(B, c.ngram_dim), torch.rand(B) + 1]
+        head_args += [torch.randint(1, c.ngram_buckets + 1, (B, 5)), torch.randint(0, 4, (B, 5)).float()]
+        bag = torch.export.Dim("bag", min=1)
+        head_shapes |= {name: {0: batch, 1: bag} for name in NGRAM_INPUTS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.ngram_histogram = True
+        torch.onnx.export(
+            BlockGraph(model),
+            tuple(block_args),
+            folder / "block.onnx",
+            input_names=list(INPUTS),
+            output_names=list(STATE + WEIGHTS),
+            dynamic_shapes=block_shapes,
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            verbose=False,
+        )
+        model.ngram_gather = True
         try:
             torch.onnx.export(
-                BlockGraph(model),
-                tuple(block_args),
-                folder / "block.onnx",
-                input_names=list(block_inputs(model)),
-                output_names=list(block_outputs(model)),
-                dynamic_shapes=block_shapes,
+                HeadGraph(model),
+                tuple(head_args),
+                folder / "head.onnx",
+                input_names=list(head_inputs(model)),
+                output_names=["logits", "fusion"],
+                dynamic_shapes=head_shapes,
                 dynamo=True,
                 external_data=False,
                 opset_version=opset,
                 verbose=False,
             )
         finally:
-            model.ngram_histogram = False
-        torch.onnx.export(
-            HeadGraph(model),
-            tuple(head_args),
-            folder / "head.onnx",
-            input_names=list(head_inputs(model)),
-            output_names=["logits", "fusion"],
-            dynamic_shapes={name: {0: batch} for name in head_inputs(model)},
-            dynamo=True,
-            external_data=False,
-            opset_version=opset,
-            verbose=False,
-        )
+            model.ngram_gather = False
 
 
 def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
@@ -229,6 +221,7 @@ def export(
         _export_graphs(model, work, opset)
         if quantize == "int8":
             _quantize(work / "block.onnx")
+            _quantize(work / "head.onnx")  # it holds the n-gram table
         (work / "tokenizer.json").write_text(info.tokenizer, encoding="utf-8")
         tokenizer_sha = _sha256(work / "tokenizer.json")
         for name in ("block.onnx", "head.onnx"):

@@ -7,17 +7,19 @@
                  sparse: HSA; K phrases per learned query, chosen by their CLS landmarks,
                          then token attention inside each chosen phrase
            ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
-    ngrams ──▶ optional n-gram branch: IDF-weighted mean of hashed char n-gram embeddings,
-               concatenated to the document vector before the logits
+    ngrams ──▶ optional n-gram branch: the document's hashed char n-gram counts, weighted by
+               sublinear TF-IDF and L2-normalised (as a TF-IDF SVM sees them), times an
+               embedding table, concatenated to the document vector before the logits
 
 `encode` reads one block of phrases and returns a state whose parts merge exactly across blocks
-(hdc/stream.py): a running top-K per query, online-softmax sums, n-gram sums. `classify` turns a
-(merged) state into logits. `forward` is both at once, for training and short documents.
+(hdc/stream.py): a running top-K per query, online-softmax sums. `classify` turns a (merged)
+state and the document's n-gram counts (hdc.text.ngram_bag, summed over blocks) into logits.
+`forward` is both at once, for training and short documents.
 
 Shape legend:
     B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
     M retrieval queries    K selected phrases per query    C classes
-    G char n-grams per phrase    E n-gram width
+    U distinct n-gram buckets of a document    E n-gram width
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
 
 # The block state: what `encode` returns for a block, and what the streaming driver merges.
 STATE = ("dense_max", "dense_sum", "dense_acc", "top_scores", "top_phrases", "top_states")
-NGRAM_STATE = ("ngram_sum", "ngram_count")
+# The n-gram branch's input: a document's distinct buckets and their counts, padded with 0.
+NGRAM_INPUTS = ("ngram_ids", "ngram_counts")
 # What `encode` also returns for inspection: never merged, only mapped back to the text.
 WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
 INPUTS = ("tokens", "phrase_sentence", "sentence_phrases", "selectable")
-NGRAM_INPUTS = ("ngrams",)
 
 
 @dataclass
@@ -146,8 +148,8 @@ class HierarchicalClassifier(nn.Module):
             idf[0] = 0.0
             self.register_buffer("ngram_idf", idf)
             # For ONNX export (hdc.export): embedding_bag exports as a loop that int8
-            # quantization cannot handle; a histogram times the table is one MatMul.
-            self.ngram_histogram = False
+            # quantization cannot handle; gathering the rows and summing them is plain ops.
+            self.ngram_gather = False
         head_in = D + (c.ngram_dim if c.ngram_orders else 0)
         self.head = nn.Linear(head_in, num_classes)
 
@@ -160,12 +162,10 @@ class HierarchicalClassifier(nn.Module):
         phrase_sentence: Tensor,
         sentence_phrases: Tensor,
         selectable: Tensor,
-        ngrams: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """tokens [B, P, T] (0 = padding); phrase_sentence [B, P], the sentence of each phrase (-1:
         padding); sentence_phrases [B, S, Q], the phrases of each sentence (-1: padding);
-        selectable [B, P], the phrases the sparse path may pick; ngrams [B, P, G], the hashed
-        char n-grams of each phrase (0 = padding), when the n-gram branch is on."""
+        selectable [B, P], the phrases the sparse path may pick."""
         c = self.config
         B, P, T = tokens.shape
         S, Q = sentence_phrases.shape[1:]
@@ -227,17 +227,6 @@ class HierarchicalClassifier(nn.Module):
             "top_states": torch.einsum("bmkt,bmktd->bmkd", inside, values),  # [B, M, k, D]
         }
 
-        if c.ngram_orders:
-            # sums, not means, so that blocks merge by addition; classify divides
-            flat = ngrams.flatten(1)  # [B, P*G]
-            idf = self.ngram_idf[flat]
-            if self.ngram_histogram:  # the same sum as a [B, buckets] histogram times the table
-                histogram = idf.new_zeros(B, c.ngram_buckets + 1).scatter_add(1, flat, idf)
-                state["ngram_sum"] = histogram @ self.ngram_embed.weight  # [B, E]
-            else:
-                state["ngram_sum"] = self.ngram_embed(flat, per_sample_weights=idf)  # [B, E]
-            state["ngram_count"] = idf.sum(-1)  # [B]
-
         return state | {
             "word_weights": word_weights,
             "phrase_weights": phrase_weights,
@@ -249,7 +238,8 @@ class HierarchicalClassifier(nn.Module):
     # classify: merged state -> logits
 
     def classify(self, state: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Logits [B, C] and fusion weights [B, M, K] from a (merged) block state."""
+        """Logits [B, C] and fusion weights [B, M, K] from a (merged) block state, plus, when the
+        n-gram branch is on, ngram_ids [B, U] (0 = padding) and ngram_counts [B, U]."""
         c = self.config
         dense = state["dense_acc"] / state["dense_sum"].clamp_min(1e-30)[:, None]  # [B, D]
         dense = dense * self.dense_scale if c.dense else torch.zeros_like(dense)
@@ -268,7 +258,15 @@ class HierarchicalClassifier(nn.Module):
         document = dense + self.bypass(self.bypass_norm(dense + sparse))  # [B, D]
         features = self.head_norm(document)
         if c.ngram_orders:
-            ngrams = state["ngram_sum"] / state["ngram_count"].clamp_min(1e-6)[:, None]  # [B, E]
+            # Sublinear TF: with raw counts a few frequent n-grams swamp the rest (a TF-IDF SVM
+            # on this corpus's validation split: 0.88 macro-F1 with raw counts, 0.94 sublinear).
+            ids, counts = state["ngram_ids"], state["ngram_counts"]  # [B, U]
+            tf_idf = (1 + torch.log(counts.clamp_min(1))) * (counts > 0) * self.ngram_idf[ids]
+            weights = tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, U]
+            if self.ngram_gather:
+                ngrams = torch.einsum("bu,bue->be", weights, self.ngram_embed.weight[ids])
+            else:
+                ngrams = self.ngram_embed(ids, per_sample_weights=weights)  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)
         return self.head(self.drop(features)), fusion
 
@@ -280,11 +278,12 @@ class HierarchicalClassifier(nn.Module):
         phrase_sentence: Tensor,
         sentence_phrases: Tensor,
         selectable: Tensor,
-        ngrams: Tensor | None = None,
+        ngram_ids: Tensor | None = None,
+        ngram_counts: Tensor | None = None,
         return_attention: bool = False,
     ):
-        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable, ngrams)
-        logits, fusion = self.classify(state)
+        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable)
+        logits, fusion = self.classify(state | {"ngram_ids": ngram_ids, "ngram_counts": ngram_counts})
         if not return_attention:
             return logits
         sentence = masked_softmax(state["sentence_scores"], sentence_phrases[:, :, 0] >= 0)

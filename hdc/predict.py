@@ -153,7 +153,7 @@ class Predictor:
     def classify_heads(self, inputs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, C] and fusion weights [N, M, K] of head inputs (each a batch of one
         or more, as DocumentState.head_inputs gives), run as one batch."""
-        stacked = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
+        stacked = {name: _stack([i[name] for i in inputs]) for name in inputs[0]}
         logits, fusion = self.backend.classify(stacked)
         return self.probabilities(logits), fusion
 
@@ -199,6 +199,14 @@ class Predictor:
                 weights=extra.get(i),
             )
         pending.clear()
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate along the batch axis, padding axis 1 with 0 where widths differ (n-gram bags)."""
+    if arrays[0].ndim < 2:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays])
 
 
 def load_predictor(path: str | Path, threads: int = 0) -> Predictor:

@@ -6,7 +6,8 @@ read in blocks of whole sentences. Between blocks only this is kept (`DocumentSt
   - the running top-K (score, phrase state) per retrieval query: merging two top-K lists and
     keeping the best K is exact, because the queries are learned and known before reading;
   - the online-softmax statistics (max, sum, weighted sum) of the dense sentence pooling;
-  - the sums of the n-gram branch.
+  - the counts of the document's hashed n-grams, for the n-gram branch (at most one per bucket
+    of the model's table, so bounded too).
 
 The same code drives the torch model and the ONNX graphs: a backend turns block inputs into a
 block state (`encode`) and a merged state into logits (`classify`), all as numpy arrays.
@@ -22,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .text import Segments
+from .text import Segments, ngram_bag
 
 NEG = -1e9  # the model's masked score (hdc.model.NEG); kept here so this module needs no torch
 VALID = NEG / 2  # scores above this are real phrases
@@ -46,8 +47,7 @@ def first_occurrences(tokens: np.ndarray) -> np.ndarray:
 
 def collate(documents: list[Segments], selectable: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Pad documents (or blocks) into the model's inputs: tokens [B, P, T], phrase_sentence
-    [B, P], sentence_phrases [B, S, Q] (the phrases of each sentence), selectable [B, P] and,
-    when the documents carry them, ngrams [B, P, G]."""
+    [B, P], sentence_phrases [B, S, Q] (the phrases of each sentence) and selectable [B, P]."""
     B = len(documents)
     T = documents[0].tokens.shape[1]
     P = max(1, max(d.num_phrases for d in documents))
@@ -71,11 +71,6 @@ def collate(documents: list[Segments], selectable: list[np.ndarray] | None = Non
         "sentence_phrases": sentence_phrases,
         "selectable": chosen,
     }
-    if documents[0].ngrams is not None:
-        G = max(d.ngrams.shape[1] for d in documents)
-        inputs["ngrams"] = ngrams = np.zeros((B, P, G), np.int64)
-        for b, d in enumerate(documents):
-            ngrams[b, : d.num_phrases, : d.ngrams.shape[1]] = d.ngrams
     return inputs
 
 
@@ -96,8 +91,8 @@ class DocumentState:
     top_sentences: np.ndarray | None = None
     top_sentence_scores: np.ndarray | None = None
     top_keys: dict[int, bytes] = field(default_factory=dict)  # phrase index -> its token ids
-    ngram_sum: np.ndarray | None = None
-    ngram_count: float = 0.0
+    ngram_ids: np.ndarray | None = None  # [U] distinct n-gram buckets seen so far
+    ngram_counts: np.ndarray | None = None  # [U] how often each occurred
     best_sentences: list[tuple[float, int, int, int]] = field(default_factory=list)  # score, index, span
     tokens: int = 0
     phrases: int = 0
@@ -121,9 +116,8 @@ class DocumentState:
         self._merge_top(
             block, state["top_scores"][b], state["top_states"][b], state["top_phrases"][b], state["sentence_scores"][b]
         )
-        if "ngram_sum" in state:
-            self.ngram_sum = state["ngram_sum"][b] + (0 if self.ngram_sum is None else self.ngram_sum)
-            self.ngram_count += float(state["ngram_count"][b])
+        if block.ngrams is not None:
+            self._merge_ngrams(block.ngrams)
         if self.keep_sentences:
             self._merge_sentences(block, state["sentence_scores"][b])
         self.tokens += block.num_tokens
@@ -139,6 +133,14 @@ class DocumentState:
         self.dense_sum = self.dense_sum * old_scale + s * block_scale
         self.dense_acc = self.dense_acc * old_scale + acc * block_scale
         self.dense_max = new
+
+    def _merge_ngrams(self, ngrams: np.ndarray) -> None:
+        ids, counts = (a[0] for a in ngram_bag(ngrams[None]))
+        if self.ngram_ids is not None:
+            ids, inverse = np.unique(np.concatenate([self.ngram_ids, ids]), return_inverse=True)
+            counts = np.bincount(inverse, np.concatenate([self.ngram_counts, counts]))
+        keep = ids > 0
+        self.ngram_ids, self.ngram_counts = ids[keep], counts[keep].astype(np.float32)
 
     def _merge_top(
         self, block: Segments, scores: np.ndarray, states: np.ndarray, local: np.ndarray, sentence_scores: np.ndarray
@@ -210,9 +212,10 @@ class DocumentState:
             "top_scores": np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
             "top_states": np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
         }
-        if self.ngram_sum is not None:
-            inputs["ngram_sum"] = self.ngram_sum[None].astype(np.float32)
-            inputs["ngram_count"] = np.asarray([self.ngram_count], np.float32)
+        if self.ngram_ids is not None:
+            pad = max(0, 1 - len(self.ngram_ids))  # an empty bag still has one (padding) column
+            inputs["ngram_ids"] = np.pad(self.ngram_ids, (0, pad))[None].astype(np.int64)
+            inputs["ngram_counts"] = np.pad(self.ngram_counts, (0, pad))[None].astype(np.float32)
         return inputs
 
     def sentence_weight(self, score: float) -> float:

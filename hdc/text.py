@@ -337,3 +337,19 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
     out = np.zeros((P, max(1, int(counts.max()))), np.int32)
     out[owners, np.arange(len(ids)) - (np.cumsum(counts) - counts)[owners]] = ids
     return out
+
+
+def ngram_bag(ngrams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The n-gram branch's input from hashed n-grams [B, ...] (0 = padding): each row's distinct
+    buckets, ids [B, U] int64, and how often each occurs, counts [B, U] float32 (padding: 0, 0)."""
+    flat = ngrams.reshape(len(ngrams), -1).astype(np.int64)
+    rows, columns = np.nonzero(flat)
+    base = int(flat.max(initial=0)) + 1
+    keys, counts = np.unique(rows * base + flat[rows, columns], return_counts=True)
+    row, ids = np.divmod(keys, base)
+    per_row = np.bincount(row, minlength=len(flat))
+    column = np.arange(len(keys)) - (np.cumsum(per_row) - per_row)[row]
+    out_ids = np.zeros((len(flat), max(1, int(per_row.max(initial=0)))), np.int64)
+    out_counts = np.zeros(out_ids.shape, np.float32)
+    out_ids[row, column], out_counts[row, column] = ids, counts
+    return out_ids, out_counts

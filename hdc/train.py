@@ -45,7 +45,7 @@ from .metrics import decide, scores
 from .model import HierarchicalClassifier
 from .predict import ModelInfo
 from .stream import collate
-from .text import Segmenter, Segments, train_tokenizer
+from .text import Segmenter, Segments, ngram_bag, train_tokenizer
 
 MONITOR = "val_macro_f1"
 # What checkpointing and early stopping follow: macro-F1, with ties (common once validation is
@@ -71,8 +71,25 @@ class EncodedDocuments(Dataset):
 
 
 def collate_examples(items: list[tuple[Segments, np.ndarray]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    inputs = collate([s for s, _ in items])
+    """The model's block inputs plus, with the n-gram branch, each phrase's n-grams [B, P, G]:
+    per phrase, so that sentence dropout removes them with their sentence (see `bag_ngrams`)."""
+    documents = [s for s, _ in items]
+    inputs = collate(documents)
+    if documents[0].ngrams is not None:
+        P, G = inputs["tokens"].shape[1], max(d.ngrams.shape[1] for d in documents)
+        inputs["ngrams"] = ngrams = np.zeros((len(documents), P, G), np.int64)
+        for b, d in enumerate(documents):
+            ngrams[b, : d.num_phrases, : d.ngrams.shape[1]] = d.ngrams
     return {k: torch.from_numpy(v) for k, v in inputs.items()}, torch.from_numpy(np.stack([t for _, t in items]))
+
+
+def bag_ngrams(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-phrase n-grams -> the documents' n-gram bags, the model's input (hdc.text.ngram_bag)."""
+    if "ngrams" not in inputs:
+        return inputs
+    ids, counts = ngram_bag(inputs["ngrams"].numpy())
+    rest = {k: v for k, v in inputs.items() if k != "ngrams"}
+    return rest | {"ngram_ids": torch.from_numpy(ids), "ngram_counts": torch.from_numpy(counts)}
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -257,13 +274,13 @@ class LitClassifier(L.LightningModule):
             inputs = inputs | {
                 "tokens": inputs["tokens"].masked_fill(torch.rand(inputs["tokens"].shape) < t.token_dropout, 0)
             }
-        loss = self._loss(self.model(**inputs), targets)
+        loss = self._loss(self.model(**bag_ngrams(inputs)), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         inputs, targets = batch
-        logits = self.model(**inputs)
+        logits = self.model(**bag_ngrams(inputs))
         self.log("val_loss", self._loss(logits, targets), batch_size=len(targets))
         probabilities = torch.sigmoid(logits) if self.info.multilabel else torch.softmax(logits, -1)
         self._outputs.append((probabilities.float().cpu().numpy(), targets.cpu().numpy()))

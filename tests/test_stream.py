@@ -8,7 +8,7 @@ from hdc.checkpoint import TorchBackend
 from hdc.config import ModelConfig
 from hdc.model import NEG, HierarchicalClassifier
 from hdc.stream import DocumentState, collate, first_occurrences, run_document
-from hdc.text import Segmenter, Segments, train_tokenizer
+from hdc.text import Segmenter, Segments, ngram_bag, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def setup(texts):
 
 def one_shot(model, segments: Segments) -> np.ndarray:
     with torch.inference_mode():
-        inputs = {k: torch.from_numpy(v) for k, v in collate([segments]).items()}
-        return model(**inputs).numpy()[0]
+        inputs = collate([segments]) | dict(zip(("ngram_ids", "ngram_counts"), ngram_bag(segments.ngrams[None])))
+        return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()[0]
 
 
 def streamed(model, segmenter, text: str, block_tokens: int, chunk: int = 500) -> tuple[np.ndarray, DocumentState]:
