@@ -22,7 +22,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m hdc.news data/news
 	rm -rf $(DEMO)
-	$(BIN)/hdc train --config configs/news.yaml --train data/news/train.jsonl --valid data/news/valid.jsonl --out $(DEMO) --set train.max_epochs=6
+	$(BIN)/hdc train --config configs/news.yaml --train data/news/train.jsonl --valid data/news/valid.jsonl --out $(DEMO)
 	$(BIN)/hdc evaluate $(DEMO) data/news/test.jsonl --report $(DEMO)/report
 	$(BIN)/hdc predict $(DEMO) data/news/test.jsonl --output $(DEMO)/predictions.jsonl
 	head -n 3 $(DEMO)/predictions.jsonl
