@@ -263,8 +263,9 @@ class HierarchicalClassifier(nn.Module):
             ids, counts = state["ngram_ids"], state["ngram_counts"]  # [B, U]
             tf_idf = (1 + torch.log(counts.clamp_min(1))) * (counts > 0) * self.ngram_idf[ids]
             weights = tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, U]
-            if self.ngram_gather:
-                ngrams = torch.einsum("bu,bue->be", weights, self.ngram_embed.weight[ids])
+            if self.ngram_gather:  # exported as Gather, whose table int8 quantization stores as int8
+                rows = nn.functional.embedding(ids, self.ngram_embed.weight)  # [B, U, E]
+                ngrams = torch.einsum("bu,bue->be", weights, rows)
             else:
                 ngrams = self.ngram_embed(ids, per_sample_weights=weights)  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)

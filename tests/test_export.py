@@ -66,6 +66,19 @@ def test_predictions_from_bundle_match_checkpoint(tiny_run, tiny_bundle):
         assert abs(a["top"][0]["prob"] - b["top"][0]["prob"]) <= 1e-4
 
 
+def test_head_runs_in_bounded_batches(tiny_bundle, monkeypatch):
+    predictor = load_predictor(tiny_bundle)
+    batches = []
+    classify = predictor.backend.classify
+    monkeypatch.setattr(predictor.backend, "classify", lambda state: batches.append(1) or classify(state))
+    together = np.stack([o.probabilities for o in predictor.run(documents())])
+    calls = len(batches)
+    monkeypatch.setattr("hdc.predict.HEAD_BAG_ENTRIES", 1)  # every document's n-gram bag alone
+    alone = np.stack([o.probabilities for o in predictor.run(documents())])
+    assert len(batches) - calls == len(documents()) > calls
+    np.testing.assert_allclose(alone, together, atol=1e-6)
+
+
 def test_tampered_bundles_are_refused(tiny_bundle, tmp_path):
     truncated = tmp_path / "truncated"
     shutil.copytree(tiny_bundle, truncated)
