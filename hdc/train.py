@@ -42,7 +42,7 @@ from .data import Example, check_known_labels, check_trainable, load_examples, s
 from .errors import HdcError, UsageError
 from .io import atomic_open, write_atomic
 from .metrics import decide, scores
-from .model import HierarchicalClassifier
+from .model import NGRAM_INPUTS, HierarchicalClassifier
 from .predict import ModelInfo
 from .stream import collate
 from .text import Segmenter, Segments, ngram_bag, train_tokenizer
@@ -87,9 +87,8 @@ def bag_ngrams(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-phrase n-grams -> the documents' n-gram bags, the model's input (hdc.text.ngram_bag)."""
     if "ngrams" not in inputs:
         return inputs
-    ids, counts = ngram_bag(inputs["ngrams"].numpy())
     rest = {k: v for k, v in inputs.items() if k != "ngrams"}
-    return rest | {"ngram_ids": torch.from_numpy(ids), "ngram_counts": torch.from_numpy(counts)}
+    return rest | dict(zip(NGRAM_INPUTS, map(torch.from_numpy, ngram_bag(inputs["ngrams"].numpy()))))
 
 
 class BucketBatchSampler(Sampler[list[int]]):

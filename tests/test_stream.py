@@ -6,7 +6,7 @@ import torch
 
 from hdc.checkpoint import TorchBackend
 from hdc.config import ModelConfig
-from hdc.model import NEG, HierarchicalClassifier
+from hdc.model import NEG, NGRAM_INPUTS, HierarchicalClassifier
 from hdc.stream import DocumentState, collate, first_occurrences, run_document
 from hdc.text import Segmenter, Segments, ngram_bag, train_tokenizer
 
@@ -41,7 +41,7 @@ def setup(texts):
 
 def one_shot(model, segments: Segments) -> np.ndarray:
     with torch.inference_mode():
-        inputs = collate([segments]) | dict(zip(("ngram_ids", "ngram_counts"), ngram_bag(segments.ngrams[None])))
+        inputs = collate([segments]) | dict(zip(NGRAM_INPUTS, ngram_bag(segments.ngrams[None])))
         return model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()[0]
 
 
