@@ -210,7 +210,12 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
     default=None,
     help="Quantize the block graph's weights to int8 (smaller, faster).",
 )
-@click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset; default: the exporter's.")
+@click.option(
+    "--opset",
+    type=click.IntRange(min=18),
+    default=None,
+    help="ONNX opset; default: 23, the first with the fused Attention operator.",
+)
 @click.option(
     "--top-k",
     type=click.IntRange(min=1),

@@ -63,8 +63,9 @@ class Attention:
 
 
 class EncoderLayer(nn.Module):
-    """Pre-norm transformer layer with explicit attention, so its weights can be read out and it
-    exports to ONNX as plain matmuls."""
+    """Pre-norm transformer layer. Its attention is one fused call (scaled_dot_product_attention,
+    exported as ONNX Attention from opset 23); the weights of the last position, the phrase's CLS
+    slot, are recomputed on the side, since they are all that is read out."""
 
     def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
@@ -76,14 +77,17 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """x [N, L, D], mask [N, L] (True: a real position; the last one must be). Returns the new
+        x and the last position's attention over all positions, [N, H, L]."""
         N, L, D = x.shape  # N sequences of L positions
         q, k, v = self.qkv(self.norm1(x)).view(N, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, L, L]
-        attention = masked_softmax(scores, mask[:, None, None, :])
-        mixed = (attention @ v).transpose(1, 2).reshape(N, L, D)
-        x = x + self.drop(self.out(mixed))
+        # ONNX Runtime's Attention takes a mask per query row, hence the expand (a view in torch).
+        # No row is all padding, because every row sees the last position: no NaN.
+        mixed = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :].expand(N, 1, L, L))
+        x = x + self.drop(self.out(mixed.transpose(1, 2).reshape(N, L, D)))
         x = x + self.drop(self.ff(self.norm2(x)))
-        return x, attention
+        last = q[:, :, -1:] @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, 1, L]
+        return x, masked_softmax(last, mask[:, None, None, :])[:, :, 0]
 
 
 class AttentionPool(nn.Module):
@@ -181,7 +185,7 @@ class HierarchicalClassifier(nn.Module):
             x, attention = layer(x, mask)
         x = self.word_norm(x).view(B, P, T + 1, D)
         token_states, phrase = x[:, :, :T], x[:, :, T]  # [B, P, T, D], [B, P, D]
-        cls_to_tokens = attention[:, :, T, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
+        cls_to_tokens = attention[:, :, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
         word_weights = cls_to_tokens / cls_to_tokens.sum(-1, keepdim=True).clamp_min(1e-12)
 
         # --- phrase level: phrases -> sentences, pooled inside each sentence. Gathering each

@@ -1,7 +1,7 @@
 import torch
 
 from hdc.config import ModelConfig
-from hdc.model import HierarchicalClassifier, masked_softmax
+from hdc.model import EncoderLayer, HierarchicalClassifier, masked_softmax
 from hdc.text import ngram_bag
 
 CONFIG = ModelConfig(
@@ -85,6 +85,23 @@ def test_unselectable_phrases_are_never_selected():
     inputs["selectable"][0, :3] = False
     _, att = model()(**inputs, return_attention=True)
     assert (att.selected[0] >= 3).all() or (att.fusion[0][att.selected[0] < 3] == 0).all()
+
+
+def test_encoder_layer_reads_out_the_fused_attention_of_the_last_position():
+    """The layer's output comes from the fused attention call, its read-out weights from a side
+    computation: both must be the same attention, padding keys included."""
+    torch.manual_seed(0)
+    layer = EncoderLayer(16, heads=2, ff_mult=2, dropout=0.0).eval()
+    x, mask = torch.randn(3, 5, 16), torch.tensor([[1, 1, 0, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]]).bool()
+    _, weights = layer(x, mask)  # [N, H, L]
+    q, k, v = layer.qkv(layer.norm1(x)).view(3, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    explicit = masked_softmax(q @ k.transpose(-1, -2) / 8**0.5, mask[:, None, None, :])  # [N, H, L, L]
+    assert torch.allclose(weights, explicit[:, :, -1], atol=1e-6)
+    assert torch.equal(weights[1, :, :4], torch.zeros(2, 4))
+    mixed = (explicit @ v).transpose(1, 2).reshape(3, 5, 16)
+    expected = x + layer.out(mixed)
+    expected = expected + layer.ff(layer.norm2(expected))
+    assert torch.allclose(layer(x, mask)[0], expected, atol=1e-5)
 
 
 def test_golden_logits():
