@@ -57,6 +57,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
     token_dropout: float = 0.0  # drop each training token with this probability
+    ngram_min_df: int = 1  # n-gram buckets in fewer training documents get no weight
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     curriculum_epochs: int = 0  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps

@@ -412,13 +412,15 @@ class ProgressLog(Callback):
 # Word vectors
 
 
-def ngram_idf(segments: list[Segments], buckets: int) -> np.ndarray:
+def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.ndarray:
     """Smoothed inverse document frequency of each n-gram bucket, as scikit-learn's TfidfVectorizer
-    computes it: ln((1 + N) / (1 + df)) + 1. Bucket 0 (padding) gets 0."""
+    computes it: ln((1 + N) / (1 + df)) + 1. Bucket 0 (padding) and buckets in fewer than min_df
+    documents get 0."""
     df = np.zeros(buckets + 1, np.int64)
     for s in segments:
         df[np.unique(s.ngrams)] += 1
     idf = np.log((1 + len(segments)) / (1 + df)) + 1
+    idf[df < min_df] = 0.0
     idf[0] = 0.0
     return idf.astype(np.float32)
 
@@ -577,7 +579,9 @@ def train(
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
         if config.model.ngram_orders:
             module.model.ngram_idf.copy_(
-                torch.from_numpy(ngram_idf(data.train_set.segments, config.model.ngram_buckets))
+                torch.from_numpy(
+                    ngram_idf(data.train_set.segments, config.model.ngram_buckets, config.train.ngram_min_df)
+                )
             )
 
     checkpoints = ModelCheckpoint(

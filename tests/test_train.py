@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import torch
 from conftest import ASSETS, TINY, jsonl, run_cli, tiny_train_args
 
@@ -173,3 +174,20 @@ def test_training_steps_select_fewer_phrases_than_inference():
     default = LitClassifier(ModelInfo(replace(config, train=TrainConfig()), ("a", "b"), False, "{}", "test"))
     default.train()
     assert default.model(**batch(), return_attention=True)[1].selected.shape[-1] == CONFIG.top_k
+
+
+def test_ngram_idf_ignores_rare_buckets():
+    """Buckets in fewer than min_df training documents, and buckets no training document has,
+    get no weight: their table rows were never (or barely) trained."""
+    from hdc.text import Segments
+    from hdc.train import ngram_idf
+
+    def document(buckets):
+        empty = np.zeros((0, 2), np.int64)
+        return Segments(np.zeros((1, 1), np.int32), np.zeros(1, np.int32), empty, empty, None, np.array([buckets]))
+
+    docs = [document([1, 2, 0]), document([1, 3, 3]), document([1, 2, 0])]
+    idf = ngram_idf(docs, buckets=5, min_df=2)
+    assert idf[0] == 0 and idf[3] == 0 and idf[4] == 0 and idf[5] == 0  # padding, df 1, df 0, df 0
+    assert np.isclose(idf[1], 1.0) and np.isclose(idf[2], np.log(4 / 3) + 1)
+    assert ngram_idf(docs, buckets=5, min_df=1)[3] > idf[2]  # kept at min_df 1: rarer, so heavier
