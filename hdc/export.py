@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import sys
@@ -106,22 +107,26 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
         head_args += [torch.randint(1, c.ngram_buckets + 1, (B, 5)), torch.randint(0, 4, (B, 5)).float()]
         bag = torch.export.Dim("bag", min=1)
         head_shapes |= {name: {0: batch, 1: bag} for name in NGRAM_INPUTS}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            BlockGraph(model),
-            tuple(block_args),
-            folder / "block.onnx",
-            input_names=list(INPUTS),
-            output_names=list(STATE + WEIGHTS),
-            dynamic_shapes=block_shapes,
-            dynamo=True,
-            external_data=False,
-            opset_version=opset or OPSET,
-            verbose=False,
-        )
-        model.ngram_gather = True
-        try:
+    # The exporter logs a warning for each torchvision op it cannot register; hdc uses none.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    try:
+        exporter_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                BlockGraph(model),
+                tuple(block_args),
+                folder / "block.onnx",
+                input_names=list(INPUTS),
+                output_names=list(STATE + WEIGHTS),
+                dynamic_shapes=block_shapes,
+                dynamo=True,
+                external_data=False,
+                opset_version=opset or OPSET,
+                verbose=False,
+            )
+            model.ngram_gather = True
             torch.onnx.export(
                 HeadGraph(model),
                 tuple(head_args),
@@ -134,8 +139,9 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
                 opset_version=opset or OPSET,
                 verbose=False,
             )
-        finally:
-            model.ngram_gather = False
+    finally:
+        model.ngram_gather = False
+        exporter_log.setLevel(level)
 
 
 def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
