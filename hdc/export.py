@@ -85,7 +85,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | None) -> None:
+def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> None:
     c = model.config
     B, P, S, Q, T, M, K, D = 2, 11, 4, 3, c.phrase_tokens, c.queries, c.top_k, c.d_model
     # Sizes >= 2 everywhere: a traced size of 1 would be baked into the graph.
@@ -123,7 +123,7 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
                 dynamic_shapes=block_shapes,
                 dynamo=True,
                 external_data=False,
-                opset_version=opset or OPSET,
+                opset_version=opset,
                 verbose=False,
             )
             model.ngram_gather = True
@@ -136,7 +136,7 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int | Non
                 dynamic_shapes=head_shapes,
                 dynamo=True,
                 external_data=False,
-                opset_version=opset or OPSET,
+                opset_version=opset,
                 verbose=False,
             )
     finally:
@@ -229,7 +229,7 @@ def export(
     try:
         work.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
         print(f"export: tracing {checkpoint}", file=sys.stderr)
-        _export_graphs(model, work, opset)
+        _export_graphs(model, work, opset or OPSET)
         if quantize == "int8":
             _quantize(work / "block.onnx")
             _quantize(work / "head.onnx")  # it holds the n-gram table
