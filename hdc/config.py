@@ -59,6 +59,9 @@ class TrainConfig:
     token_dropout: float = 0.0  # drop each training token with this probability
     ngram_min_df: int = 1  # n-gram buckets in fewer training documents get no weight
     patience: int = 3  # early stopping on validation macro-F1, in epochs
+    # Validate and save an exponential moving average of the weights, updated after every step
+    # with this decay (0: off; 0.995 averages over about the last 200 steps).
+    ema_decay: float = 0.0
     curriculum_epochs: int = 0  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
     dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
     # Phrases selected per query in training steps (0: model.top_k). Fewer than at inference

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -607,6 +607,9 @@ def train(
             checkpoints,
             EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False),
             ProgressLog(),
+            # Validation and checkpoints then see the averaged weights; the raw ones are kept in
+            # the checkpoint too, so --resume goes on from them.
+            *([EMAWeightAveraging(decay=t.ema_decay)] if t.ema_decay else []),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,

@@ -191,3 +191,19 @@ def test_ngram_idf_ignores_rare_buckets():
     assert idf[0] == 0 and idf[3] == 0 and idf[4] == 0 and idf[5] == 0  # padding, df 1, df 0, df 0
     assert np.isclose(idf[1], 1.0) and np.isclose(idf[2], np.log(4 / 3) + 1)
     assert ngram_idf(docs, buckets=5, min_df=1)[3] > idf[2]  # kept at min_df 1: rarer, so heavier
+
+
+def test_moving_average_is_what_is_validated_and_saved(tmp_path):
+    """With train.ema_decay d, the checkpoint's weights after two steps are d * w1 + (1 - d) * w2
+    (the average starts as a copy of w1); the raw w2 ride along, for --resume."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli(*tiny_train_args(one), *TWO_STEPS, "--set", "train.max_steps=1").exit_code == 0
+    result = run_cli(*tiny_train_args(two), *TWO_STEPS, "--set", "train.ema_decay=0.25")
+    assert result.exit_code == 0, result.output
+    w1 = torch.load(one / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    saved = torch.load(two / "checkpoints/last.ckpt", weights_only=True)
+    w2, average = saved["current_model_state"], saved["state_dict"]
+    assert set(average) == set(w2) == set(w1)
+    assert not torch.equal(w1["model.head.weight"], w2["model.head.weight"])
+    for name in average:
+        assert torch.allclose(average[name], 0.25 * w1[name] + 0.75 * w2[name], atol=1e-6), name
