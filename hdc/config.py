@@ -75,6 +75,11 @@ class TrainConfig:
     strategy: str = "auto"  # e.g. ddp, ddp_spawn
     deterministic: bool = True
 
+    def __post_init__(self):
+        for name in ("sentence_dropout", "token_dropout", "ema_decay"):  # fractions: 995 is a typo
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"train.{name} must be at least 0 and below 1, got {getattr(self, name)!r}")
+
 
 @dataclass(frozen=True)
 class Config:

@@ -25,3 +25,5 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["train.epochs=2"])
     with pytest.raises(UsageError, match="section.key=value"):
         load_config(None, ["max_epochs=2"])
+    with pytest.raises(UsageError, match="train.ema_decay must be at least 0 and below 1, got 995"):
+        load_config(None, ["train.ema_decay=995"])
