@@ -36,6 +36,13 @@ class ModelConfig:
     ngram_buckets: int = 262144  # hash table rows; each holds an ngram_dim-wide embedding
     ngram_dim: int = 64
 
+    def __post_init__(self):
+        if self.sentence_tokens < self.phrase_tokens:  # a sentence holds whole phrases
+            raise UsageError(
+                f"model.sentence_tokens ({self.sentence_tokens}) must be at least model.phrase_tokens "
+                f"({self.phrase_tokens})"
+            )
+
 
 @dataclass(frozen=True)
 class DataConfig:

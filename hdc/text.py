@@ -167,8 +167,6 @@ class Segmenter:
         ngram_orders: tuple[int, ...] = (),
         ngram_buckets: int = 0,
     ):
-        if sentence_tokens < phrase_tokens:
-            raise ValueError("sentence_tokens must be at least phrase_tokens")
         self.tokenizer = tokenizer
         self.phrase_tokens = phrase_tokens
         self.sentence_tokens = sentence_tokens
