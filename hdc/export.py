@@ -38,12 +38,12 @@ from .io import current_umask, write_atomic
 from .model import INPUTS, NGRAM_INPUTS, STATE, WEIGHTS, HierarchicalClassifier
 from .predict import ModelInfo, Predictor, load_predictor
 
-FORMAT = 2  # bundle layout version, checked by the runtime (2: the head takes the n-gram bag)
+FORMAT = 3  # bundle layout version, checked by the runtime (3: the head takes the spare scores)
 PARITY_TOLERANCE = {None: 1e-4, "int8": 0.15}  # max |p_torch - p_onnx| allowed before export fails
 # The first opset with the Attention operator, which ONNX Runtime runs as one fused kernel; with
 # an older one the exporter spells attention out in a dozen ops (2.4x slower, measured alone).
 OPSET = 23
-HEAD_STATE = ("dense_sum", "dense_acc", "top_scores", "top_states")
+HEAD_STATE = ("dense_sum", "dense_acc", "top_scores", "top_states", "spare_scores")
 
 
 def head_inputs(model: HierarchicalClassifier) -> tuple[str, ...]:
@@ -65,12 +65,13 @@ class HeadGraph(nn.Module):
         super().__init__()
         self.model, self.names = model, head_inputs(model)
 
-    def forward(self, dense_sum, dense_acc, top_scores, top_states, ngram_ids=None, ngram_counts=None):
+    def forward(self, dense_sum, dense_acc, top_scores, top_states, spare_scores, ngram_ids=None, ngram_counts=None):
         state = dict(
             dense_sum=dense_sum,
             dense_acc=dense_acc,
             top_scores=top_scores,
             top_states=top_states,
+            spare_scores=spare_scores,
             ngram_ids=ngram_ids,
             ngram_counts=ngram_counts,
         )
@@ -101,7 +102,7 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> N
         "sentence_phrases": {0: batch, 1: sentences, 2: slots},
         "selectable": {0: batch, 1: phrases},
     }
-    head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D)]
+    head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D), torch.randn(B, M)]
     head_shapes = {name: {0: batch} for name in HEAD_STATE}
     if c.ngram_orders:
         head_args += [torch.randint(1, c.ngram_buckets + 1, (B, 5)), torch.randint(0, 4, (B, 5)).float()]

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from .errors import HdcError
 from .predict import ModelInfo, Predictor
 
-FORMAT = 2  # the bundle layout this runtime reads (hdc.export.FORMAT)
+FORMAT = 3  # the bundle layout this runtime reads (hdc.export.FORMAT)
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:

@@ -5,6 +5,7 @@ read in blocks of whole sentences. Between blocks only this is kept (`DocumentSt
 
   - the running top-K (score, phrase state) per retrieval query: merging two top-K lists and
     keeping the best K is exact, because the queries are learned and known before reading;
+    and the best score left out of it (hdc.model.TIE_MARGIN), merged the same way;
   - the online-softmax statistics (max, sum, weighted sum) of the dense sentence pooling;
   - the counts of the document's hashed n-grams, for the n-gram branch (at most one per bucket
     of the model's table, so bounded too).
@@ -86,6 +87,7 @@ class DocumentState:
     top_scores: np.ndarray | None = None  # [M, K], NEG where empty
     top_states: np.ndarray | None = None  # [M, K, D]
     top_phrases: np.ndarray | None = None  # [M, K] phrase index in the document, -1 where empty
+    spare_scores: np.ndarray | None = None  # [M] the best score left out of the top-K, NEG if none
     top_spans: np.ndarray | None = None  # [M, K, 2] character spans
     # the sentence of each selected phrase: [M, K, 3] (index, start, end) and its dense score [M, K]
     top_sentences: np.ndarray | None = None
@@ -114,7 +116,12 @@ class DocumentState:
         """Fold row b of a block state (from Backend.encode) into the running state."""
         self._merge_dense(float(state["dense_max"][b]), float(state["dense_sum"][b]), state["dense_acc"][b])
         self._merge_top(
-            block, state["top_scores"][b], state["top_states"][b], state["top_phrases"][b], state["sentence_scores"][b]
+            block,
+            state["top_scores"][b],
+            state["top_states"][b],
+            state["top_phrases"][b],
+            state["spare_scores"][b],
+            state["sentence_scores"][b],
         )
         if block.ngrams is not None:
             self._merge_ngrams(block.ngrams)
@@ -143,10 +150,17 @@ class DocumentState:
         self.ngram_ids, self.ngram_counts = ids[keep], counts[keep].astype(np.float32)
 
     def _merge_top(
-        self, block: Segments, scores: np.ndarray, states: np.ndarray, local: np.ndarray, sentence_scores: np.ndarray
+        self,
+        block: Segments,
+        scores: np.ndarray,
+        states: np.ndarray,
+        local: np.ndarray,
+        spare: np.ndarray,
+        sentence_scores: np.ndarray,
     ) -> None:
         M, D = scores.shape[0], states.shape[-1]
         if self.top_scores is None:
+            self.spare_scores = np.full(M, NEG, np.float32)
             self.top_scores = np.full((M, 0), NEG, np.float32)
             self.top_states = np.zeros((M, 0, D), np.float32)
             self.top_phrases = np.full((M, 0), -1, np.int64)
@@ -172,9 +186,11 @@ class DocumentState:
         for m in range(M):
             # Best score first; ties go to the earlier phrase, as in a one-shot top-k.
             valid = all_index[m] >= 0
-            rank_index = np.where(valid, all_index[m], np.iinfo(np.int64).max)
-            order = np.lexsort((rank_index, -np.where(valid, all_scores[m], NEG)))
+            ranked = np.where(valid, all_scores[m], NEG)
+            order = np.lexsort((np.where(valid, all_index[m], np.iinfo(np.int64).max), -ranked))
             keep[m] = order[:width]
+            left_out = ranked[order[width]] if len(order) > width else NEG
+            self.spare_scores[m] = max(self.spare_scores[m], spare[m], left_out)
         rows = np.arange(M)[:, None]
         self.top_scores = np.where(all_index[rows, keep] >= 0, all_scores[rows, keep], NEG).astype(np.float32)
         self.top_states = all_states[rows, keep]
@@ -211,6 +227,7 @@ class DocumentState:
             "dense_acc": self.dense_acc[None].astype(np.float32),
             "top_scores": np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
             "top_states": np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
+            "spare_scores": self.spare_scores[None],
         }
         if self.ngram_ids is not None:
             pad = max(0, 1 - len(self.ngram_ids))  # an empty bag still has one (padding) column

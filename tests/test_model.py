@@ -1,7 +1,7 @@
 import torch
 
 from hdc.config import ModelConfig
-from hdc.model import EncoderLayer, HierarchicalClassifier, masked_softmax
+from hdc.model import TIE_MARGIN, EncoderLayer, HierarchicalClassifier, masked_softmax
 from hdc.text import ngram_bag
 
 CONFIG = ModelConfig(
@@ -85,6 +85,26 @@ def test_unselectable_phrases_are_never_selected():
     inputs["selectable"][0, :3] = False
     _, att = model()(**inputs, return_attention=True)
     assert (att.selected[0] >= 3).all() or (att.fusion[0][att.selected[0] < 3] == 0).all()
+
+
+def test_output_is_continuous_where_the_top_k_flips():
+    """When the K-th phrase ties with the best one left out, rounding decides which of the two is
+    selected: both choices must give the same output, and a clear lead must keep its weight."""
+    net, inputs = model(), batch()
+    state = net.encode(*(inputs[name] for name in ("tokens", "phrase_sentence", "sentence_phrases", "selectable")))
+    state |= {"ngram_ids": inputs["ngram_ids"], "ngram_counts": inputs["ngram_counts"]}
+    kth = state["top_scores"][0, :, -1]
+    state["spare_scores"] = state["spare_scores"].clone()
+    state["spare_scores"][0] = kth  # a tie
+    logits, fusion = net.classify(state)
+    assert torch.equal(fusion[0, :, -1], torch.zeros(CONFIG.queries))
+    flipped = state | {"top_states": state["top_states"].clone()}
+    flipped["top_states"][0, :, -1] = torch.randn(CONFIG.queries, CONFIG.d_model)  # the other phrase
+    assert torch.allclose(net.classify(flipped)[0], logits, atol=1e-6)
+    state["spare_scores"][0] = kth - TIE_MARGIN / 2  # a lead of half the margin keeps part of the weight
+    assert (net.classify(state)[1][0, :, -1] > 0).all()
+    state["spare_scores"][0] = kth - 1.0
+    assert not torch.allclose(net.classify(flipped)[0][0], net.classify(state)[0][0], atol=1e-6)
 
 
 def test_encoder_layer_reads_out_the_fused_attention_of_the_last_position():

@@ -87,8 +87,10 @@ class FakeBackend:
         scores = np.where(inputs["selectable"][0], self.scores[:, self.offset : self.offset + P], NEG)[None]
         self.offset += P
         k = min(self.top_k, P)
-        order = np.argsort(-scores, axis=-1, kind="stable")[..., :k]  # ties: lower index first
+        ranked = np.argsort(-scores, axis=-1, kind="stable")  # ties: lower index first
+        order = ranked[..., :k]
         top = np.take_along_axis(scores, order, -1)
+        spare = np.take_along_axis(scores, ranked[..., k : k + 1], -1)[..., 0] if P > k else np.full((1, 2), NEG)
         states = np.repeat(order[..., None].astype(np.float32), 2, -1)
         return {
             "dense_max": np.zeros(1),
@@ -97,6 +99,7 @@ class FakeBackend:
             "top_scores": top,
             "top_phrases": order,
             "top_states": states,
+            "spare_scores": spare,
             "sentence_scores": np.zeros((1, P), np.float32),
         }
 
@@ -124,6 +127,8 @@ def test_top_k_merge_is_exact_with_ties():
         expected = sorted(range(23), key=lambda i: (-scores[m, i], i))[:K]
         assert state.top_phrases[m].tolist() == expected
         assert state.top_scores[m].tolist() == scores[m, expected].tolist()
+        # the best score left out, which the K-th phrase's fusion weight is measured against
+        assert state.spare_scores[m] == scores[m, sorted(range(23), key=lambda i: (-scores[m, i], i))[K]]
         assert state.top_sentences[m, :, 0].tolist() == expected  # each phrase is its own sentence here
 
 
