@@ -93,18 +93,21 @@ def test_output_is_continuous_where_the_top_k_flips():
     net, inputs = model(), batch()
     state = net.encode(*(inputs[name] for name in ("tokens", "phrase_sentence", "sentence_phrases", "selectable")))
     state |= {"ngram_ids": inputs["ngram_ids"], "ngram_counts": inputs["ngram_counts"]}
-    kth = state["top_scores"][0, :, -1]
-    state["spare_scores"] = state["spare_scores"].clone()
-    state["spare_scores"][0] = kth  # a tie
-    logits, fusion = net.classify(state)
+    kth = state["top_scores"][0, :, -1]  # [M] the K-th score of document 0, per query
+    other = torch.randn(CONFIG.queries, CONFIG.d_model)  # the state of the phrase it ties with
+
+    def classify(lead: float, swap: bool):
+        spare, states = state["spare_scores"].clone(), state["top_states"].clone()
+        spare[0] = kth - lead
+        if swap:
+            states[0, :, -1] = other
+        return net.classify(state | {"spare_scores": spare, "top_states": states})
+
+    logits, fusion = classify(0.0, swap=False)
     assert torch.equal(fusion[0, :, -1], torch.zeros(CONFIG.queries))
-    flipped = state | {"top_states": state["top_states"].clone()}
-    flipped["top_states"][0, :, -1] = torch.randn(CONFIG.queries, CONFIG.d_model)  # the other phrase
-    assert torch.allclose(net.classify(flipped)[0], logits, atol=1e-6)
-    state["spare_scores"][0] = kth - TIE_MARGIN / 2  # a lead of half the margin keeps part of the weight
-    assert (net.classify(state)[1][0, :, -1] > 0).all()
-    state["spare_scores"][0] = kth - 1.0
-    assert not torch.allclose(net.classify(flipped)[0][0], net.classify(state)[0][0], atol=1e-6)
+    assert torch.allclose(classify(0.0, swap=True)[0], logits, atol=1e-6)
+    assert (classify(TIE_MARGIN / 2, swap=False)[1][0, :, -1] > 0).all()  # half the margin: some weight
+    assert not torch.allclose(classify(1.0, swap=True)[0][0], classify(1.0, swap=False)[0][0], atol=1e-6)
 
 
 def test_encoder_layer_reads_out_the_fused_attention_of_the_last_position():
