@@ -223,9 +223,8 @@ class HierarchicalClassifier(nn.Module):
         phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
         k = min(self.train_select_k if self.training else c.top_k, P)
         top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
-        # the best score left out, NEG if none (a padding column makes it exist): see TIE_MARGIN
-        padded = nn.functional.pad(phrase_scores, (0, 1), value=NEG)
-        spare_scores = padded.topk(k + 1, dim=-1).values[..., k]  # [B, M]
+        # the best score left out, NEG if none: see TIE_MARGIN
+        spare_scores = phrase_scores.scatter(-1, top_phrases, NEG).amax(-1)  # [B, M]
         M = c.queries
         flat = (top_phrases + torch.arange(B, device=tokens.device)[:, None, None] * P).reshape(-1)
         chosen = token_states.reshape(B * P, T, D).index_select(0, flat).view(B, M, k, T, D)

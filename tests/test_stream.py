@@ -90,7 +90,9 @@ class FakeBackend:
         ranked = np.argsort(-scores, axis=-1, kind="stable")  # ties: lower index first
         order = ranked[..., :k]
         top = np.take_along_axis(scores, order, -1)
-        spare = np.take_along_axis(scores, ranked[..., k : k + 1], -1)[..., 0] if P > k else np.full((1, 2), NEG)
+        spare = (
+            np.take_along_axis(scores, ranked[..., k : k + 1], -1)[..., 0] if P > k else np.full(scores.shape[:2], NEG)
+        )
         states = np.repeat(order[..., None].astype(np.float32), 2, -1)
         return {
             "dense_max": np.zeros(1),
@@ -124,11 +126,12 @@ def test_top_k_merge_is_exact_with_ties():
     backend = FakeBackend(scores, K)
     state = run_document(backend, [block(0, 7), block(7, 1), block(8, 9), block(17, 6)], K)
     for m in range(2):
-        expected = sorted(range(23), key=lambda i: (-scores[m, i], i))[:K]
+        ranking = sorted(range(23), key=lambda i: (-scores[m, i], i))
+        expected = ranking[:K]
         assert state.top_phrases[m].tolist() == expected
         assert state.top_scores[m].tolist() == scores[m, expected].tolist()
         # the best score left out, which the K-th phrase's fusion weight is measured against
-        assert state.spare_scores[m] == scores[m, sorted(range(23), key=lambda i: (-scores[m, i], i))[K]]
+        assert state.spare_scores[m] == scores[m, ranking[K]]
         assert state.top_sentences[m, :, 0].tolist() == expected  # each phrase is its own sentence here
 
 
