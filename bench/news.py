@@ -49,15 +49,17 @@ def score(y_true, y_pred) -> dict:
     }
 
 
-def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict]:
-    def vectorizer():
-        if kind == "word":
-            return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-        return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+def vectorizer(kind: str) -> TfidfVectorizer:
+    """The SVMs' features: word 1-2-grams, or char_wb 2-5-grams ("char")."""
+    if kind == "word":
+        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
 
+
+def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict]:
     texts = lambda docs: [d["text"] for d in docs]  # noqa: E731
     labels = lambda docs: [d["label"] for d in docs]  # noqa: E731
-    v = vectorizer()
+    v = vectorizer(kind)
     x_train, x_valid = v.fit_transform(texts(train)), v.transform(texts(valid))
     best = max(
         C_GRID,
@@ -66,7 +68,7 @@ def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict
         ),
     )
     start = time.perf_counter()
-    v = vectorizer()
+    v = vectorizer(kind)
     model = LinearSVC(C=best).fit(v.fit_transform(texts(train)), labels(train))
     train_s = time.perf_counter() - start
     out = {}
