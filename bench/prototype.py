@@ -96,15 +96,12 @@ def batch(docs: list[tuple[list[int], object]]) -> tuple[torch.Tensor, tuple[tor
     for b, (ids, _) in enumerate(docs):
         tokens[b, : len(ids)] = torch.tensor(ids)
     rows = [row for _, row in docs]
+    tokens = tokens.view(-1, P, T)
     if rows[0] is None:
-        return tokens.view(-1, P, T), ()
+        return tokens, ()
     offsets = np.cumsum([0] + [row.nnz for row in rows[:-1]])
-    ngrams = (np.concatenate([r.indices for r in rows]), offsets, np.concatenate([r.data for r in rows]))
-    return tokens.view(-1, P, T), (
-        torch.from_numpy(ngrams[0]).long(),
-        torch.from_numpy(ngrams[1]).long(),
-        torch.from_numpy(ngrams[2]).float(),
-    )
+    ids, weights = np.concatenate([r.indices for r in rows]), np.concatenate([r.data for r in rows])
+    return tokens, tuple(torch.from_numpy(a) for a in (ids.astype(np.int64), offsets, weights.astype(np.float32)))
 
 
 def run(seed: int, ngrams: bool, splits: dict[str, list[dict]], labels: list[str]) -> dict[str, dict]:
