@@ -4,6 +4,7 @@ char n-gram branch).
 
     python bench/prototype.py                         # seeds 13 and 7, with and without n-grams
     python bench/prototype.py --seeds 13 --variants ngrams
+    python bench/prototype.py --seeds 13 --variants ngrams-unordered   # no phrase positions
 
 The model is the note's: byte-level BPE 16K trained on the training split; fixed 32-token
 phrases, at most 32 per document (longer documents keep their first 768 and last 256 tokens);
@@ -56,11 +57,14 @@ def layer() -> nn.Module:
 
 
 class Prototype(nn.Module):
-    def __init__(self, vocab: int, classes: int, ngram_features: int):
+    def __init__(self, vocab: int, classes: int, ngram_features: int, positions: bool = True):
         super().__init__()
         self.embed = nn.Embedding(vocab, D, padding_idx=0)
         self.token_position = nn.Parameter(torch.randn(T, D) * 0.02)
-        self.phrase_position = nn.Parameter(torch.randn(MAX_PHRASES, D) * 0.02)
+        # Where each phrase sits in the cut document: how the note's prototype found the byline.
+        self.phrase_position = nn.Parameter(torch.randn(MAX_PHRASES, D) * 0.02, requires_grad=positions)
+        if not positions:
+            nn.init.zeros_(self.phrase_position)
         self.word, self.across = layer(), layer()
         self.word_pool, self.phrase_pool = Pool(D), Pool(D)
         self.norm = nn.LayerNorm(D)
@@ -104,7 +108,8 @@ def batch(docs: list[tuple[list[int], object]]) -> tuple[torch.Tensor, tuple[tor
     return tokens, tuple(torch.from_numpy(a) for a in (ids.astype(np.int64), offsets, weights.astype(np.float32)))
 
 
-def run(seed: int, ngrams: bool, splits: dict[str, list[dict]], labels: list[str]) -> dict[str, dict]:
+def run(seed: int, variant: str, splits: dict[str, list[dict]], labels: list[str]) -> dict[str, dict]:
+    ngrams = variant != "deep"
     torch.manual_seed(seed)
     rng = random.Random(seed)
     start = time.perf_counter()
@@ -123,7 +128,8 @@ def run(seed: int, ngrams: bool, splits: dict[str, list[dict]], labels: list[str
 
     data = {name: prepare(docs) for name, docs in splits.items()}
     target = {name: [labels.index(d["label"]) for d in docs] for name, docs in splits.items()}
-    model = Prototype(tokenizer.get_vocab_size() + 1, len(labels), len(tfidf.vocabulary_) if tfidf else 0)
+    positions = variant != "ngrams-unordered"
+    model = Prototype(tokenizer.get_vocab_size() + 1, len(labels), len(tfidf.vocabulary_) if tfidf else 0, positions)
     dense = [p for name, p in model.named_parameters() if not name.startswith("ngrams.")]
     optimizers = [torch.optim.AdamW(dense, lr=LR, weight_decay=0.01)]
     if ngrams:
@@ -171,7 +177,7 @@ def run(seed: int, ngrams: bool, splits: dict[str, list[dict]], labels: list[str
                 o.step()
                 s.step()
         valid = score(target["valid"], predict(data["valid"]))["macro_f1"]
-        print(f"seed {seed} ngrams {ngrams}: epoch {epoch + 1}/{EPOCHS} valid macro-F1 {valid:.4f}", file=sys.stderr)
+        print(f"{variant} seed {seed}: epoch {epoch + 1}/{EPOCHS} valid macro-F1 {valid:.4f}", file=sys.stderr)
         if valid > best[0]:
             best = (valid, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
     train_s = time.perf_counter() - start
@@ -184,7 +190,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data/news")
     parser.add_argument("--seeds", default="13,7")
-    parser.add_argument("--variants", default="deep,ngrams", help="deep: no n-gram branch; ngrams: with it")
+    parser.add_argument(
+        "--variants",
+        default="deep,ngrams",
+        help="deep: no n-gram branch; ngrams: with it; ngrams-unordered: with it, no phrase positions",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     train, valid, test = (read(args.data / f"{s}.jsonl") for s in ("train", "valid", "test"))
@@ -196,9 +206,12 @@ def main() -> None:
     }
     labels = sorted({d["label"] for d in train})
     meta = {"command": " ".join(["python bench/prototype.py", *sys.argv[1:]]), "date": today(), "machine": machine()}
+    unknown = set(args.variants.split(",")) - {"deep", "ngrams", "ngrams-unordered"}
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
     for variant in args.variants.split(","):
         for seed in map(int, args.seeds.split(",")):
-            found = run(seed, variant == "ngrams", splits, labels)
+            found = run(seed, variant, splits, labels)
             print(f"{variant} seed {seed}: {found}", file=sys.stderr, flush=True)
             update_results("news_prototype", {f"{variant}-seed{seed}": found}, meta)
 
