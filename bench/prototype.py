@@ -113,6 +113,7 @@ def run(seed: int, variant: str, splits: dict[str, list[dict]], labels: list[str
     torch.manual_seed(seed)
     rng = random.Random(seed)
     start = time.perf_counter()
+    # Each run fits its own tokenizer and features, as `hdc train` does, so train_s compares.
     tokenizer = train_tokenizer((d["text"] for d in splits["train"]), 16384)
     tfidf = vectorizer("char").fit([d["text"] for d in splits["train"]]) if ngrams else None
 
@@ -196,6 +197,9 @@ def main() -> None:
         help="deep: no n-gram branch; ngrams: with it; ngrams-unordered: with it, no phrase positions",
     )
     args = parser.parse_args()
+    unknown = set(args.variants.split(",")) - {"deep", "ngrams", "ngrams-unordered"}
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
     torch.set_num_threads(2)
     train, valid, test = (read(args.data / f"{s}.jsonl") for s in ("train", "valid", "test"))
     splits = {
@@ -206,9 +210,6 @@ def main() -> None:
     }
     labels = sorted({d["label"] for d in train})
     meta = {"command": " ".join(["python bench/prototype.py", *sys.argv[1:]]), "date": today(), "machine": machine()}
-    unknown = set(args.variants.split(",")) - {"deep", "ngrams", "ngrams-unordered"}
-    if unknown:
-        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}")
     for variant in args.variants.split(","):
         for seed in map(int, args.seeds.split(",")):
             found = run(seed, variant, splits, labels)

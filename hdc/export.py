@@ -37,8 +37,8 @@ from .errors import HdcError, UsageError
 from .io import current_umask, write_atomic
 from .model import INPUTS, NGRAM_INPUTS, STATE, WEIGHTS, HierarchicalClassifier
 from .predict import ModelInfo, Predictor, load_predictor
+from .runtime import FORMAT
 
-FORMAT = 3  # bundle layout version, checked by the runtime (3: the head takes the spare scores)
 PARITY_TOLERANCE = {None: 1e-4, "int8": 0.15}  # max |p_torch - p_onnx| allowed before export fails
 # The first opset with the Attention operator, which ONNX Runtime runs as one fused kernel; with
 # an older one the exporter spells attention out in a dozen ops (2.4x slower, measured alone).

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from .errors import HdcError
 from .predict import ModelInfo, Predictor
 
-FORMAT = 3  # the bundle layout this runtime reads (hdc.export.FORMAT)
+FORMAT = 3  # the bundle layout that hdc.export writes and this runtime reads (3: the head takes the spare scores)
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:
