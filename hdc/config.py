@@ -35,6 +35,9 @@ class ModelConfig:
     ngram_orders: tuple[int, ...] = ()  # hashed char n-gram branch, e.g. [2, 3, 4, 5]; () turns it off
     ngram_buckets: int = 262144  # hash table rows; each holds an ngram_dim-wide embedding
     ngram_dim: int = 64
+    # The n-grams of the text as written (case and whitespace kept, across words) instead of
+    # scikit-learn's char_wb ones (lower-cased, within words); see hdc.text.char_ngrams.
+    ngram_raw: bool = False
 
     def __post_init__(self):
         if self.sentence_tokens < self.phrase_tokens:  # a sentence holds whole phrases

@@ -63,7 +63,12 @@ class ModelInfo:
     def segmenter(self) -> Segmenter:
         m = self.config.model
         return Segmenter(
-            Tokenizer.from_str(self.tokenizer), m.phrase_tokens, m.sentence_tokens, m.ngram_orders, m.ngram_buckets
+            Tokenizer.from_str(self.tokenizer),
+            m.phrase_tokens,
+            m.sentence_tokens,
+            m.ngram_orders,
+            m.ngram_buckets,
+            m.ngram_raw,
         )
 
 

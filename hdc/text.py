@@ -166,11 +166,12 @@ class Segmenter:
         sentence_tokens: int,
         ngram_orders: tuple[int, ...] = (),
         ngram_buckets: int = 0,
+        ngram_raw: bool = False,
     ):
         self.tokenizer = tokenizer
         self.phrase_tokens = phrase_tokens
         self.sentence_tokens = sentence_tokens
-        self.ngram_orders, self.ngram_buckets = tuple(ngram_orders), ngram_buckets
+        self.ngram_orders, self.ngram_buckets, self.ngram_raw = tuple(ngram_orders), ngram_buckets, ngram_raw
 
     @property
     def vocab_size(self) -> int:
@@ -266,7 +267,7 @@ class Segmenter:
             full_spans[phrase, column] = token_spans
         ngrams = None
         if self.ngram_orders:
-            ngrams = char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets)
+            ngrams = char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets, self.ngram_raw)
         return Segments(
             tokens=tokens,
             phrase_sentence=np.arange(len(counts), dtype=np.int32).repeat(phrases),
@@ -292,40 +293,56 @@ def _truncate(segments: Segments, max_tokens: int) -> Segments:
 
 
 _SPACES = str.maketrans("\t\n\r\v\f\x85\xa0", "       ")
+_WHITESPACE = re.compile(r"\s*")
 
 
-def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int) -> np.ndarray:
+def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int, raw: bool = False) -> np.ndarray:
     """[P, G] int32: the hashed character n-grams of each span of `text` (bucket + 1; 0 pads).
 
-    Like scikit-learn's char_wb analyzer: lower-cased, and an n-gram never crosses a word
-    boundary, though it may start or end with the space that pads each word. The hash is a fixed
-    polynomial over code points, so it is the same in every process and on every machine."""
-    pieces = [text[a:b].lower().translate(_SPACES) for a, b in spans]
+    By default like scikit-learn's char_wb analyzer: lower-cased, and an n-gram never crosses a
+    word boundary, though it may start or end with the space that pads each word. With raw=True,
+    the text as written: case and whitespace kept, each span extended over the whitespace that
+    follows it, and an n-gram may cross words but not spans. (On NewsArticles the outlets differ
+    in capitalisation and in the spaces after a sentence, which char_wb folds away.) The hash is
+    a fixed polynomial over code points, so it is the same in every process and on every machine."""
+    if raw:
+        pieces = [text[a : _WHITESPACE.match(text, b).end()] for a, b in spans]
+        joined = "".join(pieces)
+    else:
+        pieces = [text[a:b].lower().translate(_SPACES) for a, b in spans]
+        # " piece0 piece1 ... " : every piece is padded by the spaces around it
+        joined = " " + " ".join(pieces) + " "
     P = len(pieces)
     lengths = np.fromiter(map(len, pieces), np.int64, P)
-    # " piece0 piece1 ... " : every piece is padded by the spaces around it
-    joined = " " + " ".join(pieces) + " "
     code = np.frombuffer(joined.encode("utf-32-le"), np.uint32).astype(np.uint64)
     space = code == 32
-    owner = np.concatenate([[0], np.arange(P).repeat(lengths + 1)])  # the piece of each position
+    if raw:
+        owner = np.arange(P).repeat(lengths)  # the piece of each position
+    else:
+        owner = np.concatenate([[0], np.arange(P).repeat(lengths + 1)])
     ids, owners = [], []
     for n in orders:
         L = len(code) - n + 1
         if L <= 0 or P == 0:
             continue
-        interior = np.zeros(L, bool)
-        for j in range(1, n - 1):
-            interior |= space[j : j + L]
-        valid = ~interior
-        if n <= 2:  # longer n-grams have a letter inside; these must not be all space
-            valid &= ~(space[:L] & space[n - 1 : n - 1 + L])
-        h = np.full(L, n, np.uint64)
+        if raw:
+            start = np.flatnonzero(owner[:L] == owner[n - 1 : n - 1 + L])
+            first = owner[start]
+        else:
+            interior = np.zeros(L, bool)
+            for j in range(1, n - 1):
+                interior |= space[j : j + L]
+            valid = ~interior
+            if n <= 2:  # longer n-grams have a letter inside; these must not be all space
+                valid &= ~(space[:L] & space[n - 1 : n - 1 + L])
+            start = np.flatnonzero(valid)
+            # an n-gram belongs to the piece of its first letter (its leading space may be shared)
+            first = owner[start + space[start]]
+        h = np.full(len(start), n, np.uint64)
         for j in range(n):
-            h = h * np.uint64(1_000_003) + code[j : j + L]  # wraps modulo 2^64, deterministically
-        start = np.flatnonzero(valid)
-        ids.append((h[start] % np.uint64(buckets)).astype(np.int32) + 1)
-        # an n-gram belongs to the piece of its first letter (its leading space may be shared)
-        owners.append(owner[start + space[start]])
+            h = h * np.uint64(1_000_003) + code[start + j]  # wraps modulo 2^64, deterministically
+        ids.append((h % np.uint64(buckets)).astype(np.int32) + 1)
+        owners.append(first)
     if not ids:
         return np.zeros((P, 1), np.int32)
     ids, owners = np.concatenate(ids), np.concatenate(owners)

@@ -4,12 +4,24 @@ import pytest
 
 from hdc.config import Config, load_config
 from hdc.errors import UsageError
+from hdc.predict import ModelInfo
+from hdc.text import train_tokenizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_default_yaml_is_the_built_in_defaults():
     assert load_config(CONFIGS / "default.yaml") == Config() == load_config(None)
+
+
+def test_a_saved_models_ngram_settings_reach_its_segmenter():
+    """Checkpoints and bundles both rebuild the segmenter from the saved description."""
+    config = load_config(CONFIGS / "news.yaml")
+    tokenizer = train_tokenizer(["one two three"] * 3, 300).to_str()
+    info = ModelInfo.from_dict(ModelInfo(config, ("a", "b"), False, tokenizer, "0").to_dict())
+    segmenter = info.segmenter()
+    assert (segmenter.ngram_orders, segmenter.ngram_raw) == (config.model.ngram_orders, config.model.ngram_raw)
+    assert segmenter.ngram_raw  # the news config reads n-grams as written
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

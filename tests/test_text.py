@@ -14,11 +14,26 @@ TEXT = (
 
 
 @pytest.fixture(scope="module")
-def segmenter(assets):
+def tokenizer(assets):
     texts = [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")] + [TEXT] * 5
-    return Segmenter(
-        train_tokenizer(texts, 400), phrase_tokens=4, sentence_tokens=12, ngram_orders=(2, 3), ngram_buckets=1000
-    )
+    return train_tokenizer(texts, 400)
+
+
+def make_segmenter(tokenizer, ngram_raw=False):
+    return Segmenter(tokenizer, 4, 12, ngram_orders=(2, 3), ngram_buckets=1000, ngram_raw=ngram_raw)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tokenizer):
+    return make_segmenter(tokenizer)
+
+
+def bucket(gram: str) -> int:
+    """The documented hash: h = n, then h = h * 1000003 + code point (mod 2^64), bucket h % B."""
+    h = len(gram)
+    for ch in gram:
+        h = (h * 1_000_003 + ord(ch)) % 2**64
+    return h % 1000 + 1
 
 
 def phrase_ngrams(segments) -> list[Counter]:
@@ -65,8 +80,10 @@ def test_phrases_stay_inside_sentences_and_are_balanced(segmenter):
         assert spans[:, 0].min() == a and spans[:, 1].max() == b
 
 
-def test_chunked_reading_gives_the_same_segments(segmenter):
-    text = TEXT * 40
+@pytest.mark.parametrize("ngram_raw", [False, True])
+def test_chunked_reading_gives_the_same_segments(tokenizer, ngram_raw):
+    segmenter = make_segmenter(tokenizer, ngram_raw)
+    text = TEXT.replace(". ", ".  ") * 40
     whole = segmenter.segment(text, offsets=True)
     for chunk in (7, 100, 1000):
         blocks = list(segmenter.blocks([text[i : i + chunk] for i in range(0, len(text), chunk)], 64, offsets=True))
@@ -94,17 +111,22 @@ def test_empty_and_whitespace_text(segmenter):
 
 def test_char_ngrams_are_scikit_learns_char_wb_hashed(segmenter):
     """Each phrase's n-grams are exactly those of scikit-learn's char_wb analyzer on its text,
-    under the documented hash: h = n, then h = h * 1000003 + code point (mod 2^64), bucket h % B."""
+    under the documented hash."""
     analyzer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)).build_analyzer()
-
-    def bucket(gram: str) -> int:
-        h = len(gram)
-        for ch in gram:
-            h = (h * 1_000_003 + ord(ch)) % 2**64
-        return h % 1000 + 1
-
     segments = segmenter.segment(TEXT)
     assert segments.ngrams.shape[0] == segments.num_phrases
     expected = [Counter(map(bucket, analyzer(TEXT[a:b]))) for a, b in segments.phrase_spans]
     assert phrase_ngrams(segments) == expected
     assert sum(map(len, expected)) > 50
+
+
+def test_raw_char_ngrams_are_every_window_of_the_text_as_written(tokenizer):
+    """With ngram_raw, a phrase's n-grams are every window of its text and the whitespace that
+    follows it, case and all."""
+    text = TEXT.replace(". ", ".  ")
+    segments = make_segmenter(tokenizer, ngram_raw=True).segment(text)
+    pieces = [text[a:b] + text[b:][: len(text[b:]) - len(text[b:].lstrip())] for a, b in segments.phrase_spans]
+    expected = [Counter(bucket(p[i : i + n]) for n in (2, 3) for i in range(len(p) - n + 1)) for p in pieces]
+    assert phrase_ngrams(segments) == expected
+    seen = set().union(*expected)
+    assert {bucket("Dr"), bucket(".  "), bucket("\n\n")} <= seen and bucket("dr") not in seen
