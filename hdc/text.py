@@ -307,19 +307,16 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
     a fixed polynomial over code points, so it is the same in every process and on every machine."""
     if raw:
         pieces = [text[a : _WHITESPACE.match(text, b).end()] for a, b in spans]
-        joined = "".join(pieces)
+        joined, pad = "".join(pieces), 0
     else:
         pieces = [text[a:b].lower().translate(_SPACES) for a, b in spans]
         # " piece0 piece1 ... " : every piece is padded by the spaces around it
-        joined = " " + " ".join(pieces) + " "
+        joined, pad = " " + " ".join(pieces) + " ", 1
     P = len(pieces)
     lengths = np.fromiter(map(len, pieces), np.int64, P)
     code = np.frombuffer(joined.encode("utf-32-le"), np.uint32).astype(np.uint64)
     space = code == 32
-    if raw:
-        owner = np.arange(P).repeat(lengths)  # the piece of each position
-    else:
-        owner = np.concatenate([[0], np.arange(P).repeat(lengths + 1)])
+    owner = np.concatenate([np.zeros(pad, np.int64), np.arange(P).repeat(lengths + pad)])  # the piece of each position
     ids, owners = [], []
     for n in orders:
         L = len(code) - n + 1
