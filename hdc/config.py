@@ -68,6 +68,9 @@ class TrainConfig:
     sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
     token_dropout: float = 0.0  # drop each training token with this probability
     ngram_min_df: int = 1  # n-gram buckets in fewer training documents get no weight
+    # The n-gram table's learning rate (plain SGD, on the same schedule as `lr`). Its inputs are
+    # L2-normalised TF-IDF weights of a few thousand n-grams, about 0.02 each, hence the size.
+    ngram_lr: float = 50.0
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     # Validate and save an exponential moving average of the weights, updated after every step
     # with this decay (0: off; 0.995 averages over about the last 200 steps).

@@ -149,7 +149,7 @@ class HierarchicalClassifier(nn.Module):
         self.head_norm = nn.LayerNorm(D)
         if c.ngram_orders:
             # Sparse gradients: a batch touches a few thousand of the table's rows (hdc.train
-            # steps this table with SparseAdam). Row 0 is padding.
+            # steps this table with SGD). Row 0 is padding.
             self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
             nn.init.normal_(self.ngram_embed.weight, std=0.02)
             # Fixed IDF weight of each bucket, set from the training split (hdc.train); padding gets 0.

@@ -207,3 +207,21 @@ def test_moving_average_is_what_is_validated_and_saved(tmp_path):
     assert not torch.equal(w1["model.head.weight"], w2["model.head.weight"])
     for name in average:
         assert torch.allclose(average[name], 0.25 * w1[name] + 0.75 * w2[name], atol=1e-6), name
+
+
+def test_ngram_table_takes_sgd_steps_at_ngram_lr(tmp_path):
+    """One step moves the n-gram table by -ngram_lr * schedule * gradient: doubling ngram_lr
+    doubles the move, and ngram_lr 0 leaves the table where it started."""
+    tables = {}
+    for lr in (0.0, 5.0, 10.0):
+        out = tmp_path / str(lr)
+        result = run_cli(
+            *tiny_train_args(out), *TWO_STEPS, "--set", "train.max_steps=1", "--set", f"train.ngram_lr={lr}"
+        )
+        assert result.exit_code == 0, result.output
+        tables[lr] = torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"][
+            "model.ngram_embed.weight"
+        ]
+    once, twice = tables[5.0] - tables[0.0], tables[10.0] - tables[0.0]
+    assert once.abs().max() > 1e-4
+    assert torch.allclose(twice, 2 * once, atol=1e-6)
