@@ -2,6 +2,7 @@
 
     python bench/news.py                      # all methods, writes bench/results.json
     python bench/news.py --methods word-svm,char-svm,raw-svm
+    python bench/news.py --methods hdc@7,hdc@1    # hdc with other seeds than the config's
 
 Every method is tuned on valid only (the SVMs' C by macro-F1; hdc's epoch by validation
 macro-F1 inside `hdc train`) and the test split is scored once. "news_stripped" scores the
@@ -149,23 +150,19 @@ def main() -> None:
     results: dict[str, dict] = {"news": {}, "news_stripped": {}}
     for method in args.methods.split(","):
         print(f"== {method}", file=sys.stderr, flush=True)
+        name, _, seed = method.partition("@")  # hdc@7: hdc trained with seed 7
         if method.endswith("-svm"):
             found = svm(method.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped})
-        elif method == "hdc":
+        elif name in ("hdc", "hdc-dense"):  # hdc-dense: the same model without the sparse (HSA) path
+            overrides = [f"train.seed={seed}"] if seed else []
+            if name == "hdc-dense":
+                overrides.append("model.sparse=false")
             found = hdc(
                 args.config,
-                args.out / "hdc",
+                args.out / method,
                 args.data,
                 {"news": args.data / "test.jsonl", "news_stripped": stripped_path},
-                [],
-            )
-        elif method == "hdc-dense":  # the same model without the sparse (HSA) path
-            found = hdc(
-                args.config,
-                args.out / "hdc-dense",
-                args.data,
-                {"news": args.data / "test.jsonl", "news_stripped": stripped_path},
-                ["model.sparse=false"],
+                overrides,
             )
         else:
             raise SystemExit(f"unknown method {method}")
