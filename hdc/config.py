@@ -92,6 +92,10 @@ class TrainConfig:
         for name in ("sentence_dropout", "token_dropout", "ema_decay"):  # fractions: 995 is a typo
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"train.{name} must be at least 0 and below 1, got {getattr(self, name)!r}")
+        if not self.lr > 0 or not self.ngram_lr >= 0:  # the n-gram table's steps scale by ngram_lr / lr
+            raise UsageError(
+                f"train.lr must be above 0 and train.ngram_lr at least 0, got {self.lr!r} and {self.ngram_lr!r}"
+            )
 
 
 @dataclass(frozen=True)
