@@ -210,8 +210,8 @@ def test_moving_average_is_what_is_validated_and_saved(tmp_path):
 
 
 def test_ngram_table_takes_sgd_steps_at_ngram_lr(tmp_path):
-    """One step moves the n-gram table by -ngram_lr * schedule * gradient: doubling ngram_lr
-    doubles the move, and ngram_lr 0 leaves the table where it started."""
+    """One step moves the n-gram table by -ngram_lr * schedule * gradient, so, measured from a
+    run at ngram_lr 0 (which keeps the seeded initial table), doubling ngram_lr doubles the move."""
     tables = {}
     for lr in (0.0, 5.0, 10.0):
         out = tmp_path / str(lr)
