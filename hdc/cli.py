@@ -87,7 +87,8 @@ def cli():
     "--valid",
     "valid_path",
     type=click.Path(exists=True),
-    help="Validation data; default: a stratified share of --train (data.valid_fraction).",
+    help="Validation data; default: a stratified share of --train (data.valid_fraction; "
+    "0 holds none out and keeps the last epoch).",
 )
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write.")
 @click.option(
@@ -124,8 +125,9 @@ def train(
 ):
     """Train a model on labelled documents and write a run directory.
 
-    The run directory holds checkpoints/best.ckpt (best validation macro-F1),
-    checkpoints/last.ckpt, tokenizer.json, config.yaml, labels.json and logs/metrics.csv.
+    The run directory holds checkpoints/best.ckpt (best validation macro-F1; the last
+    epoch with data.valid_fraction=0 and no --valid), checkpoints/last.ckpt, tokenizer.json,
+    config.yaml, labels.json and logs/metrics.csv.
     """
     from .config import load_config
     from .train import train as run

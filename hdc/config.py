@@ -52,7 +52,13 @@ class DataConfig:
     text_column: str = "text"  # for CSV/TSV and JSONL
     label_column: str = "label"
     max_tokens: int = 4096  # training and validation documents keep their first max_tokens tokens
-    valid_fraction: float = 0.1  # held out of --train, stratified, when --valid is not given
+    # Held out of --train, stratified, when --valid is not given. 0 holds nothing out: a refit on
+    # all the data, once settings and max_epochs were chosen on validation; the last epoch is kept.
+    valid_fraction: float = 0.1
+
+    def __post_init__(self):
+        if not 0 <= self.valid_fraction < 1:
+            raise UsageError(f"data.valid_fraction must be at least 0 and below 1, got {self.valid_fraction!r}")
 
 
 @dataclass(frozen=True)

@@ -401,6 +401,13 @@ class ProgressLog(Callback):
     def on_validation_end(self, trainer, module) -> None:  # after the module has logged
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
+        self._epoch_line(trainer)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.global_rank == 0 and trainer.limit_val_batches == 0:  # no validation to wait for
+            self._epoch_line(trainer)
+
+    def _epoch_line(self, trainer) -> None:
         m = trainer.callback_metrics
         line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + " ".join(
             f"{name} {float(m[name]):.4f}" for name in ("train_loss", "val_loss", "val_accuracy", MONITOR) if name in m
@@ -531,9 +538,12 @@ def train(
     labels, multilabel = check_trainable(train_examples, str(train_path))
     if valid_path is not None:
         valid_examples = load_examples(valid_path, d.text_column, d.label_column)
-    else:
+    elif d.valid_fraction:
         train_examples, valid_examples = split_examples(train_examples, d.valid_fraction, t.seed)
+    else:
+        valid_examples = []
     check_known_labels(valid_examples, labels)
+    validate = bool(valid_examples)
 
     if resume:
         tokenizer_json = (out / "tokenizer.json").read_text(encoding="utf-8")
@@ -566,8 +576,9 @@ def train(
             raise HdcError(f"{empty[0].where}: empty after cleaning (no tokens); remove the record")
         return EncodedDocuments(segments, _targets(examples, labels, multilabel))
 
+    valid_note = len(valid_examples) if validate else "none (data.valid_fraction=0: the last epoch is kept)"
     print(
-        f"train: {len(train_examples)} documents, valid: {len(valid_examples)}, classes: {len(labels)}"
+        f"train: {len(train_examples)} documents, valid: {valid_note}, classes: {len(labels)}"
         f"{' (multi-label)' if multilabel else ''}",
         file=sys.stderr,
     )
@@ -591,7 +602,7 @@ def train(
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
-        monitor=SELECT,
+        monitor=SELECT if validate else None,  # None: best.ckpt is the latest epoch's
         mode="max",
         save_last=True,
         save_top_k=1,
@@ -607,9 +618,14 @@ def train(
         strategy=t.strategy,
         deterministic=t.deterministic,
         logger=ResumableCSVLogger(out, name="logs", version=""),
+        limit_val_batches=1.0 if validate else 0,
         callbacks=[
             checkpoints,
-            EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False),
+            *(
+                [EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False)]
+                if validate
+                else []
+            ),
             ProgressLog(),
             # Validation and checkpoints then see the averaged weights; the raw ones are kept in
             # the checkpoint too, so --resume goes on from them. The in-place (foreach) update:

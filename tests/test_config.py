@@ -39,6 +39,8 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["max_epochs=2"])
     with pytest.raises(UsageError, match="train.ema_decay must be at least 0 and below 1, got 995"):
         load_config(None, ["train.ema_decay=995"])
+    with pytest.raises(UsageError, match="data.valid_fraction must be at least 0 and below 1, got 1.0"):
+        load_config(None, ["data.valid_fraction=1"])
     with pytest.raises(UsageError, match="train.lr must be above 0 and train.ngram_lr at least 0, got 0.003 and -1.0"):
         load_config(None, ["train.lr=0.003", "train.ngram_lr=-1"])
     with pytest.raises(UsageError, match=r"model.sentence_tokens \(16\) must be at least model.phrase_tokens \(32\)"):

@@ -225,3 +225,21 @@ def test_ngram_table_takes_sgd_steps_at_ngram_lr(tmp_path):
     once, twice = tables[5.0] - tables[0.0], tables[10.0] - tables[0.0]
     assert once.abs().max() > 1e-4
     assert torch.allclose(twice, 2 * once, atol=1e-6)
+
+
+def test_refit_without_validation_keeps_the_last_epoch(tmp_path):
+    """data.valid_fraction=0 and no --valid: every document trains, nothing validates, and
+    best.ckpt is the last epoch's model."""
+    out = tmp_path / "refit"
+    args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out)
+    result = run_cli(*args, "--set", "train.max_epochs=2", "--set", "data.valid_fraction=0")
+    assert result.exit_code == 0, result.output
+    assert "train: 240 documents, valid: none" in result.stderr
+    assert "epoch 2/2: train_loss" in result.stderr
+    best = torch.load(out / "checkpoints/best.ckpt", weights_only=True)
+    last = torch.load(out / "checkpoints/last.ckpt", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 1 and best["global_step"] == last["global_step"]
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
+    rows = list(csv.DictReader(open(out / "logs/metrics.csv")))
+    assert rows and all(r["train_loss"] and not r.get("val_macro_f1") for r in rows)
+    assert json.loads(result.stdout)["best_val_macro_f1"] is None
