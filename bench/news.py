@@ -3,10 +3,13 @@
     python bench/news.py                      # all methods, writes bench/results.json
     python bench/news.py --methods word-svm,char-svm,raw-svm
     python bench/news.py --methods hdc@7,hdc@1    # hdc with other seeds than the config's
+    python bench/news.py --methods hdc-refit,raw-svm-refit
 
 Every method is tuned on valid only (the SVMs' C by macro-F1; hdc's epoch by validation
 macro-F1 inside `hdc train`) and the test split is scored once. "news_stripped" scores the
-same models on a copy of the test split with the outlets' names removed.
+same models on a copy of the test split with the outlets' names removed. A "-refit" method
+is then trained again on train + valid with what valid chose (C; hdc's best epoch count, with
+data.valid_fraction=0), and only that model is scored.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def vectorizer(kind: str) -> TfidfVectorizer:
     return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
 
 
-def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict]:
+def svm(kind: str, train, valid, tests: dict[str, list[dict]], refit: bool) -> dict[str, dict]:
     texts = lambda docs: [d["text"] for d in docs]  # noqa: E731
     labels = lambda docs: [d["label"] for d in docs]  # noqa: E731
     v = vectorizer(kind)
@@ -78,7 +81,8 @@ def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict
     )
     start = time.perf_counter()
     v = vectorizer(kind)
-    model = LinearSVC(C=best).fit(v.fit_transform(texts(train)), labels(train))
+    fit_on = train + valid if refit else train
+    model = LinearSVC(C=best).fit(v.fit_transform(texts(fit_on)), labels(fit_on))
     train_s = time.perf_counter() - start
     out = {}
     for name, docs in tests.items():
@@ -93,34 +97,38 @@ def svm(kind: str, train, valid, tests: dict[str, list[dict]]) -> dict[str, dict
     return out
 
 
-def hdc(config: str, run: Path, data: Path, tests: dict[str, Path], overrides: list[str]) -> dict[str, dict]:
-    hdc_bin = [sys.executable, "-m", "hdc.cli"]
-    if not (run / "checkpoints" / "best.ckpt").exists():
-        start = time.perf_counter()
-        sets = [a for o in overrides for a in ("--set", o)]
-        subprocess.run(
-            hdc_bin
-            + [
-                "train",
-                "--config",
-                config,
-                "--train",
-                str(data / "train.jsonl"),
-                "--valid",
-                str(data / "valid.jsonl"),
-                "--out",
-                str(run),
-                *sets,
-            ],
-            check=True,
-        )
-        (run / "bench_train_s").write_text(f"{time.perf_counter() - start:.1f}")
+def hdc_train(config: str, run: Path, train: Path, valid: Path | None, overrides: list[str]) -> None:
+    """Train a run into `run` unless it is there (with the seconds it took in run/bench_train_s)."""
+    if (run / "checkpoints" / "best.ckpt").exists():
+        return
+    start = time.perf_counter()
+    sets = [a for o in overrides for a in ("--set", o)]
+    validation = ["--valid", str(valid)] if valid else []
+    subprocess.run(
+        [sys.executable, "-m", "hdc.cli", "train", "--config", config, "--train", str(train), *validation]
+        + ["--out", str(run), *sets],
+        check=True,
+    )
+    (run / "bench_train_s").write_text(f"{time.perf_counter() - start:.1f}")
+
+
+def best_epochs(run: Path) -> int:
+    """How many epochs the run's best checkpoint had trained."""
+    import torch
+
+    return torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
+
+
+def hdc_score(run: Path, tests: dict[str, Path]) -> dict[str, dict]:
     train_s = float((run / "bench_train_s").read_text())
     out = {}
     for name, path in tests.items():
         result = json.loads(
             subprocess.run(
-                hdc_bin + ["evaluate", str(run), str(path), "--json"], check=True, capture_output=True, text=True
+                [sys.executable, "-m", "hdc.cli", "evaluate", str(run), str(path), "--json"],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
         )
         out[name] = {
@@ -147,23 +155,36 @@ def main() -> None:
     stripped_path = args.out / "test_stripped.jsonl"
     stripped_path.write_text("".join(json.dumps(d) + "\n" for d in stripped))
 
+    tests = {"news": args.data / "test.jsonl", "news_stripped": stripped_path}
+    train_valid = args.out / "train_valid.jsonl"
+    train_valid.write_text((args.data / "train.jsonl").read_text() + (args.data / "valid.jsonl").read_text())
+
     results: dict[str, dict] = {"news": {}, "news_stripped": {}}
     for method in args.methods.split(","):
         print(f"== {method}", file=sys.stderr, flush=True)
         name, _, seed = method.partition("@")  # hdc@7: hdc trained with seed 7
-        if method.endswith("-svm"):
-            found = svm(method.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped})
+        name, refit = name.removesuffix("-refit"), name.endswith("-refit")
+        if name.endswith("-svm"):
+            found = svm(name.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped}, refit)
         elif name in ("hdc", "hdc-dense"):  # hdc-dense: the same model without the sparse (HSA) path
             overrides = [f"train.seed={seed}"] if seed else []
             if name == "hdc-dense":
                 overrides.append("model.sparse=false")
-            found = hdc(
-                args.config,
-                args.out / method,
-                args.data,
-                {"news": args.data / "test.jsonl", "news_stripped": stripped_path},
-                overrides,
-            )
+            validated = args.out / (name + (f"@{seed}" if seed else ""))
+            hdc_train(args.config, validated, args.data / "train.jsonl", args.data / "valid.jsonl", overrides)
+            run = validated
+            if refit:
+                run = args.out / method
+                epochs = best_epochs(validated)
+                print(f"refit: {epochs} epochs on train + valid", file=sys.stderr, flush=True)
+                hdc_train(
+                    args.config,
+                    run,
+                    train_valid,
+                    None,
+                    overrides + ["data.valid_fraction=0", f"train.max_epochs={epochs}"],
+                )
+            found = hdc_score(run, tests)
         else:
             raise SystemExit(f"unknown method {method}")
         for section, values in found.items():
