@@ -4,12 +4,14 @@
     python bench/news.py --methods word-svm,char-svm,raw-svm
     python bench/news.py --methods hdc@7,hdc@1    # hdc with other seeds than the config's
     python bench/news.py --methods hdc-refit,raw-svm-refit
+    python bench/news.py --methods hdc-ensemble     # hdc, hdc@7 and hdc@1, probabilities averaged
 
 Every method is tuned on valid only (the SVMs' C by macro-F1; hdc's epoch by validation
 macro-F1 inside `hdc train`) and the test split is scored once. "news_stripped" scores the
 same models on a copy of the test split with the outlets' names removed. A "-refit" method
 is then trained again on train + valid with what valid chose (C; hdc's best epoch count, with
-data.valid_fraction=0), and only that model is scored.
+data.valid_fraction=0), and only that model is scored. An "-ensemble" method averages the
+probabilities of its three seeds' runs (ENSEMBLE).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ STRIP = re.compile(
     r"Al Jazeera|ABC News|Learn more|HuffPost|CNN|TASS|BBC|DW|RTE"
 )
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+ENSEMBLE = ("", "@7", "@1")  # the config's seed and the other two seeds reported
 
 
 def read(path: Path) -> list[dict]:
@@ -119,6 +122,53 @@ def best_epochs(run: Path) -> int:
     return torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
 
 
+def hdc_run(args: argparse.Namespace, method: str, train_valid: Path) -> Path:
+    """The run directory of an hdc method (hdc, hdc-dense, either with -refit and @SEED),
+    trained first if it is not there yet. A refit needs its validated run, for the epoch count."""
+    name, _, seed = method.partition("@")
+    name, refit = name.removesuffix("-refit"), name.endswith("-refit")
+    overrides = [f"train.seed={seed}"] if seed else []
+    if name == "hdc-dense":  # the same model without the sparse (HSA) path
+        overrides.append("model.sparse=false")
+    validated = args.out / (name + (f"@{seed}" if seed else ""))
+    hdc_train(args.config, validated, args.data / "train.jsonl", args.data / "valid.jsonl", overrides)
+    if not refit:
+        return validated
+    epochs = best_epochs(validated)
+    print(f"refit: {epochs} epochs on train + valid", file=sys.stderr, flush=True)
+    run = args.out / method
+    hdc_train(args.config, run, train_valid, None, overrides + ["data.valid_fraction=0", f"train.max_epochs={epochs}"])
+    return run
+
+
+def hdc_ensemble_score(runs: list[Path], tests: dict[str, Path]) -> dict[str, dict]:
+    """Score the runs' averaged probabilities (from `hdc predict`, every label listed)."""
+    classes = len(json.loads((runs[0] / "labels.json").read_text()))
+    out = {}
+    for name, path in tests.items():
+        gold = {str(d["id"]): d["label"] for d in read(path)}
+        average: dict[str, dict[str, float]] = {i: {} for i in gold}
+        start = time.perf_counter()
+        for run in runs:
+            predicted = subprocess.run(
+                [sys.executable, "-m", "hdc.cli", "predict", str(run), str(path), "--k", str(classes)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            for line in predicted.splitlines():
+                record = json.loads(line)
+                for top in record["top"]:
+                    found = average[record["id"]]
+                    found[top["label"]] = found.get(top["label"], 0.0) + top["prob"] / len(runs)
+        seconds = time.perf_counter() - start
+        out[name] = score(list(gold.values()), [max(p, key=p.get) for p in average.values()]) | {
+            "train_s": round(sum(float((run / "bench_train_s").read_text()) for run in runs), 1),
+            "predict_docs_per_s": round(len(gold) / seconds, 1),
+        }
+    return out
+
+
 def hdc_score(run: Path, tests: dict[str, Path]) -> dict[str, dict]:
     train_s = float((run / "bench_train_s").read_text())
     out = {}
@@ -162,29 +212,15 @@ def main() -> None:
     results: dict[str, dict] = {"news": {}, "news_stripped": {}}
     for method in args.methods.split(","):
         print(f"== {method}", file=sys.stderr, flush=True)
-        name, _, seed = method.partition("@")  # hdc@7: hdc trained with seed 7
-        name, refit = name.removesuffix("-refit"), name.endswith("-refit")
-        if name.endswith("-svm"):
-            found = svm(name.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped}, refit)
-        elif name in ("hdc", "hdc-dense"):  # hdc-dense: the same model without the sparse (HSA) path
-            overrides = [f"train.seed={seed}"] if seed else []
-            if name == "hdc-dense":
-                overrides.append("model.sparse=false")
-            validated = args.out / (name + (f"@{seed}" if seed else ""))
-            hdc_train(args.config, validated, args.data / "train.jsonl", args.data / "valid.jsonl", overrides)
-            run = validated
-            if refit:
-                run = args.out / method
-                epochs = best_epochs(validated)
-                print(f"refit: {epochs} epochs on train + valid", file=sys.stderr, flush=True)
-                hdc_train(
-                    args.config,
-                    run,
-                    train_valid,
-                    None,
-                    overrides + ["data.valid_fraction=0", f"train.max_epochs={epochs}"],
-                )
-            found = hdc_score(run, tests)
+        name = method.partition("@")[0]  # hdc@7: hdc trained with seed 7
+        if name.endswith("-svm") or name.endswith("-svm-refit"):
+            kind, refit = name.removesuffix("-refit").removesuffix("-svm"), name.endswith("-refit")
+            found = svm(kind, train, valid, {"news": test, "news_stripped": stripped}, refit)
+        elif name.endswith("-ensemble"):
+            members = [name.removesuffix("-ensemble") + seed for seed in ENSEMBLE]
+            found = hdc_ensemble_score([hdc_run(args, m, train_valid) for m in members], tests)
+        elif name.removesuffix("-refit") in ("hdc", "hdc-dense"):
+            found = hdc_score(hdc_run(args, method, train_valid), tests)
         else:
             raise SystemExit(f"unknown method {method}")
         for section, values in found.items():
