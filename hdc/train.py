@@ -608,6 +608,7 @@ def train(
         save_top_k=1,
         enable_version_counter=False,
     )
+    stop_early = EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False)
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=t.max_epochs,
@@ -621,11 +622,7 @@ def train(
         limit_val_batches=1.0 if validate else 0,
         callbacks=[
             checkpoints,
-            *(
-                [EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False)]
-                if validate
-                else []
-            ),
+            *([stop_early] if validate else []),
             ProgressLog(),
             # Validation and checkpoints then see the averaged weights; the raw ones are kept in
             # the checkpoint too, so --resume goes on from them. The in-place (foreach) update:
