@@ -116,10 +116,8 @@ def hdc_train(config: str, run: Path, train: Path, valid: Path | None, overrides
 
 
 def best_epochs(run: Path) -> int:
-    """How many epochs the run's best checkpoint had trained."""
-    import torch
-
-    return torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
+    """How many epochs the run's best checkpoint had trained (from `hdc train`'s summary)."""
+    return json.loads((run / "summary.json").read_text())["best_epoch"]
 
 
 def hdc_run(args: argparse.Namespace, method: str, train_valid: Path) -> Path:

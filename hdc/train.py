@@ -6,7 +6,10 @@ A run directory holds everything a trained model needs:
       config.yaml  labels.json  tokenizer.json     the resolved config, the labels, the tokenizer
       checkpoints/best.ckpt  checkpoints/last.ckpt  best by validation macro-F1, and the latest
       logs/metrics.csv                             CSVLogger
-      summary.json                                 the best score, epochs and seconds
+      summary.json                                 the best epoch and its score, epochs, seconds
+
+Without validation (data.valid_fraction=0 and no --valid, a final refit) best.ckpt is the last
+epoch's model.
 """
 
 from __future__ import annotations
@@ -494,10 +497,15 @@ def _targets(examples: list[Example], labels: list[str], multilabel: bool) -> np
     return targets
 
 
-def _best_f1(metrics_csv: Path) -> float | None:
-    """The macro-F1 of the selected epoch, read back from the log."""
+def _best_epoch(metrics_csv: Path) -> dict:
+    """The selected epoch (counted from 1) and its macro-F1, read back from the log; None for
+    both when nothing was validated."""
     rows = [r for r in csv.DictReader(open(metrics_csv)) if r.get(SELECT)] if metrics_csv.exists() else []
-    return float(max(rows, key=lambda r: float(r[SELECT]))[MONITOR]) if rows else None
+    best = max(rows, key=lambda r: float(r[SELECT])) if rows else None
+    return {
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "best_" + MONITOR: float(best[MONITOR]) if best else None,
+    }
 
 
 def _quiet_lightning() -> None:
@@ -642,7 +650,7 @@ def train(
     seconds = time.perf_counter() - start
     summary = {
         "best_checkpoint": str(out / "checkpoints" / "best.ckpt"),
-        "best_" + MONITOR: _best_f1(out / "logs" / "metrics.csv"),
+        **_best_epoch(out / "logs" / "metrics.csv"),
         "epochs": trainer.current_epoch,
         "train_seconds": round(seconds, 1),
         "parameters": sum(p.numel() for p in module.model.parameters()),

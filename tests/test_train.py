@@ -38,6 +38,8 @@ def test_train_two_steps_then_resume_evaluate_predict(tmp_path):
     assert last["global_step"] == 4 and last["epoch"] == 1  # the second epoch (0-based)
     rows = list(csv.DictReader(open(out / "logs/metrics.csv")))
     assert [r["epoch"] for r in rows if r["val_macro_f1"]] == ["0", "1"]
+    best = torch.load(out / "checkpoints/best.ckpt", weights_only=True)
+    assert json.loads(resumed.stdout)["best_epoch"] == best["epoch"] + 1  # the summary names the kept epoch
 
     evaluated = run_cli("evaluate", out, ASSETS / "tiny_test.jsonl", "--json", "--report", tmp_path / "report")
     assert evaluated.exit_code == 0, evaluated.output
@@ -242,4 +244,5 @@ def test_refit_without_validation_keeps_the_last_epoch(tmp_path):
     assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
     rows = list(csv.DictReader(open(out / "logs/metrics.csv")))
     assert rows and all(r["train_loss"] and not r.get("val_macro_f1") for r in rows)
-    assert json.loads(result.stdout)["best_val_macro_f1"] is None
+    summary = json.loads(result.stdout)
+    assert summary["best_val_macro_f1"] is None and summary["best_epoch"] is None
