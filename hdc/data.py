@@ -274,12 +274,15 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
     if rare:
         raise HdcError(
             f"class {rare[0]!r} has a single example, so it cannot be split into train and valid; "
-            "add examples, or pass --valid with a validation file"
+            "add examples, pass --valid with a validation file, or train without validation "
+            "(--set data.valid_fraction=0)"
         )
     try:
         train, valid = train_test_split(examples, test_size=fraction, random_state=seed, stratify=strata)
     except ValueError as e:
-        raise HdcError(f"cannot hold out {fraction:.0%} for validation: {e}; pass --valid") from None
+        raise HdcError(
+            f"cannot hold out {fraction:.0%} for validation: {e}; pass --valid, or --set data.valid_fraction=0"
+        ) from None
     return train, valid
 
 
