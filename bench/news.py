@@ -39,6 +39,7 @@ STRIP = re.compile(
 )
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 ENSEMBLE = ("", "@7", "@1")  # the config's seed and the other two seeds reported
+HDC = [sys.executable, "-m", "hdc.cli"]
 
 
 def read(path: Path) -> list[dict]:
@@ -108,9 +109,7 @@ def hdc_train(config: str, run: Path, train: Path, valid: Path | None, overrides
     sets = [a for o in overrides for a in ("--set", o)]
     validation = ["--valid", str(valid)] if valid else []
     subprocess.run(
-        [sys.executable, "-m", "hdc.cli", "train", "--config", config, "--train", str(train), *validation]
-        + ["--out", str(run), *sets],
-        check=True,
+        HDC + ["train", "--config", config, "--train", str(train), *validation, "--out", str(run), *sets], check=True
     )
     (run / "bench_train_s").write_text(f"{time.perf_counter() - start:.1f}")
 
@@ -120,7 +119,7 @@ def best_epochs(run: Path) -> int:
     return json.loads((run / "summary.json").read_text())["best_epoch"]
 
 
-def hdc_run(args: argparse.Namespace, method: str, train_valid: Path) -> Path:
+def hdc_run(args: argparse.Namespace, method: str) -> Path:
     """The run directory of an hdc method (hdc, hdc-dense, either with -refit and @SEED),
     trained first if it is not there yet. A refit needs its validated run, for the epoch count."""
     name, _, seed = method.partition("@")
@@ -134,6 +133,8 @@ def hdc_run(args: argparse.Namespace, method: str, train_valid: Path) -> Path:
         return validated
     epochs = best_epochs(validated)
     print(f"refit: {epochs} epochs on train + valid", file=sys.stderr, flush=True)
+    train_valid = args.out / "train_valid.jsonl"
+    train_valid.write_text((args.data / "train.jsonl").read_text() + (args.data / "valid.jsonl").read_text())
     run = args.out / method
     hdc_train(args.config, run, train_valid, None, overrides + ["data.valid_fraction=0", f"train.max_epochs={epochs}"])
     return run
@@ -149,15 +150,12 @@ def hdc_ensemble_score(runs: list[Path], tests: dict[str, Path]) -> dict[str, di
         start = time.perf_counter()
         for run in runs:
             predicted = subprocess.run(
-                [sys.executable, "-m", "hdc.cli", "predict", str(run), str(path), "--k", str(classes)],
-                check=True,
-                capture_output=True,
-                text=True,
+                HDC + ["predict", str(run), str(path), "--k", str(classes)], check=True, capture_output=True, text=True
             ).stdout
             for line in predicted.splitlines():
                 record = json.loads(line)
+                found = average[record["id"]]
                 for top in record["top"]:
-                    found = average[record["id"]]
                     found[top["label"]] = found.get(top["label"], 0.0) + top["prob"] / len(runs)
         seconds = time.perf_counter() - start
         out[name] = score(list(gold.values()), [max(p, key=p.get) for p in average.values()]) | {
@@ -173,10 +171,7 @@ def hdc_score(run: Path, tests: dict[str, Path]) -> dict[str, dict]:
     for name, path in tests.items():
         result = json.loads(
             subprocess.run(
-                [sys.executable, "-m", "hdc.cli", "evaluate", str(run), str(path), "--json"],
-                check=True,
-                capture_output=True,
-                text=True,
+                HDC + ["evaluate", str(run), str(path), "--json"], check=True, capture_output=True, text=True
             ).stdout
         )
         out[name] = {
@@ -204,21 +199,21 @@ def main() -> None:
     stripped_path.write_text("".join(json.dumps(d) + "\n" for d in stripped))
 
     tests = {"news": args.data / "test.jsonl", "news_stripped": stripped_path}
-    train_valid = args.out / "train_valid.jsonl"
-    train_valid.write_text((args.data / "train.jsonl").read_text() + (args.data / "valid.jsonl").read_text())
 
     results: dict[str, dict] = {"news": {}, "news_stripped": {}}
     for method in args.methods.split(","):
         print(f"== {method}", file=sys.stderr, flush=True)
         name = method.partition("@")[0]  # hdc@7: hdc trained with seed 7
-        if name.endswith("-svm") or name.endswith("-svm-refit"):
-            kind, refit = name.removesuffix("-refit").removesuffix("-svm"), name.endswith("-refit")
-            found = svm(kind, train, valid, {"news": test, "news_stripped": stripped}, refit)
+        base = name.removesuffix("-refit")
+        if base.endswith("-svm"):
+            found = svm(
+                base.removesuffix("-svm"), train, valid, {"news": test, "news_stripped": stripped}, base != name
+            )
         elif name.endswith("-ensemble"):
             members = [name.removesuffix("-ensemble") + seed for seed in ENSEMBLE]
-            found = hdc_ensemble_score([hdc_run(args, m, train_valid) for m in members], tests)
-        elif name.removesuffix("-refit") in ("hdc", "hdc-dense"):
-            found = hdc_score(hdc_run(args, method, train_valid), tests)
+            found = hdc_ensemble_score([hdc_run(args, m) for m in members], tests)
+        elif base in ("hdc", "hdc-dense"):
+            found = hdc_score(hdc_run(args, method), tests)
         else:
             raise SystemExit(f"unknown method {method}")
         for section, values in found.items():

@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 from conftest import ASSETS, ROOT, TINY
 
-# `make demo` and `make test` are the demo and this suite themselves; serve runs in the background.
+# `make demo` and `make test` are the demo and this suite themselves. (`hdc serve` runs, below,
+# in the background, for the `curl` line after it.)
 NOT_HERE = ("make ",)
 
 
