@@ -1,6 +1,7 @@
 """The hierarchical document classifier, in data-flow order: word -> phrase -> sentence -> document.
 
-    tokens ──▶ word level: an encoder inside each phrase, with a CLS slot at its end
+    tokens ──▶ word level: an encoder inside each phrase, with a CLS slot at its end (its last
+               layer runs in full only on the phrases the sparse path selects)
            ──▶ phrase level: attention pooling of the phrases of each sentence
            ──▶ document level, two paths:
                  dense:  attention pooling over all sentences (kept as online-softmax statistics)
@@ -18,7 +19,7 @@ state and the document's n-gram counts (hdc.text.ngram_bag, summed over blocks) 
 
 Shape legend:
     B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
-    M retrieval queries    K selected phrases per query    C classes
+    M retrieval queries    K selected phrases per query    R phrases run in full    C classes
     U distinct n-gram buckets of a document    E n-gram width
 """
 
@@ -69,8 +70,13 @@ class Attention:
 
 class EncoderLayer(nn.Module):
     """Pre-norm transformer layer. Its attention is one fused call (scaled_dot_product_attention,
-    exported as ONNX Attention from opset 23); the weights of the last position, the phrase's CLS
-    slot, are recomputed on the side, since they are all that is read out."""
+    exported as ONNX Attention from opset 23).
+
+    `forward` runs every position. The word level's last layer runs in two steps instead, since
+    only two things are read out of it: the CLS slot of every phrase, and the token states of the
+    few phrases the sparse path selects. `last_position` gives the CLS slot, with the keys and
+    values of every position; `rows` then finishes the layer for the selected sequences only,
+    reusing those keys and values."""
 
     def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
@@ -81,18 +87,46 @@ class EncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """x [N, L, D], mask [N, L] (True: a real position; the last one must be). Returns the new
-        x and the last position's attention over all positions, [N, H, L]."""
-        N, L, D = x.shape  # N sequences of L positions
-        q, k, v = self.qkv(self.norm1(x)).view(N, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x [N, L, D], mask [N, L] (True: a real position; the last one must be)."""
+        h = self.norm1(x)
+        q, k, v = self._heads(self.qkv(h), 3)
+        return self._finish(x, q, k, v, mask)
+
+    def last_position(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """The output at the last position [N, D], that position's attention over all positions
+        [N, H, L] (heads kept apart), and what `rows` needs: the normalised input, keys, values."""
+        N, L, D = x.shape
+        h = self.norm1(x)
+        k, v = self._heads(nn.functional.linear(h, self.qkv.weight[D:], self.qkv.bias[D:]), 2)
+        q = self._heads(nn.functional.linear(h[:, -1:], self.qkv.weight[:D], self.qkv.bias[:D]), 1)[0]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, 1, L]
+        weights = masked_softmax(scores, mask[:, None, None, :])[:, :, 0]
+        return self._finish(x[:, -1:], q, k, v, mask)[:, 0], weights, (h, k, v)
+
+    def rows(self, x: Tensor, mask: Tensor, saved: tuple[Tensor, ...], rows: Tensor) -> Tensor:
+        """The output [R, L - 1, D] of the sequences `rows` [R] of x at every position but the last
+        (which last_position gave), from last_position's `saved`."""
+        h, k, v = saved
+        D = x.shape[-1]
+        q = self._heads(nn.functional.linear(h[rows, :-1], self.qkv.weight[:D], self.qkv.bias[:D]), 1)[0]
+        return self._finish(x[rows, :-1], q, k[rows], v[rows], mask[rows])
+
+    def _heads(self, projected: Tensor, parts: int) -> tuple[Tensor, ...]:
+        """[N, L, parts * D] -> parts tensors [N, H, L, D / H]."""
+        N, L, width = projected.shape
+        return projected.view(N, L, parts, self.heads, width // parts // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def _finish(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """Attention of the queries q [N, H, Lq, D / H] (the positions of x [N, Lq, D]) over all
+        positions, then the residuals and the feed-forward."""
+        N, Lq, D = x.shape
         # ONNX Runtime's Attention takes a mask per query row, hence the expand (a view in torch).
         # No row is all padding, because every row sees the last position: no NaN.
-        mixed = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :].expand(N, 1, L, L))
-        x = x + self.drop(self.out(mixed.transpose(1, 2).reshape(N, L, D)))
-        x = x + self.drop(self.ff(self.norm2(x)))
-        last = q[:, :, -1:] @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, 1, L]
-        return x, masked_softmax(last, mask[:, None, None, :])[:, :, 0]
+        attn_mask = mask[:, None, None, :].expand(N, 1, Lq, mask.shape[1])
+        mixed = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = x + self.drop(self.out(mixed.transpose(1, 2).reshape(N, Lq, D)))
+        return x + self.drop(self.ff(self.norm2(x)))
 
 
 class AttentionPool(nn.Module):
@@ -186,10 +220,11 @@ class HierarchicalClassifier(nn.Module):
         x = torch.cat([x, self.cls.expand(B, P, 1, D)], dim=2).view(B * P, T + 1, D)
         mask = torch.cat([token_mask, token_mask.new_ones(B, P, 1)], dim=2).view(B * P, T + 1)
         x = self.drop(x)
-        for layer in self.layers:
-            x, attention = layer(x, mask)
-        x = self.word_norm(x).view(B, P, T + 1, D)
-        token_states, phrase = x[:, :, :T], x[:, :, T]  # [B, P, T, D], [B, P, D]
+        for layer in self.layers[:-1]:
+            x = layer(x, mask)
+        last = self.layers[-1]  # finished below for the selected phrases only (EncoderLayer)
+        cls, attention, saved = last.last_position(x, mask)
+        phrase = self.word_norm(cls).view(B, P, D)
         cls_to_tokens = attention[:, :, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
         word_weights = cls_to_tokens / cls_to_tokens.sum(-1, keepdim=True).clamp_min(1e-12)
 
@@ -225,10 +260,20 @@ class HierarchicalClassifier(nn.Module):
         top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
         # the best score left out, NEG if none: see TIE_MARGIN
         spare_scores = phrase_scores.scatter(-1, top_phrases, NEG).amax(-1)  # [B, M]
-        M = c.queries
-        flat = (top_phrases + torch.arange(B, device=tokens.device)[:, None, None] * P).reshape(-1)
-        chosen = token_states.reshape(B * P, T, D).index_select(0, flat).view(B, M, k, T, D)
-        chosen_mask = token_mask.reshape(B * P, T).index_select(0, flat).view(B, M, k, T)
+        # The token states of the selected phrases. The last word layer runs in full only on
+        # R = min(M * k, P) phrases of each document, the selected ones first (a phrase that
+        # several queries select runs once), so that a short document costs what it did when
+        # the layer ran everywhere, and a long one a fraction of it.
+        M, R = c.queries, min(c.queries * k, P)
+        document = torch.arange(B, device=tokens.device)[:, None]  # [B, 1]
+        selected = top_phrases.flatten(1)  # [B, M * k]
+        picked = torch.zeros(B, P, device=tokens.device).scatter(1, selected, 1.0)
+        rows = picked.topk(R, dim=-1).indices  # [B, R]
+        row_of = torch.zeros(B, P, dtype=torch.long, device=tokens.device)  # [B, P] where each row ran
+        row_of = row_of.scatter(1, rows, torch.arange(R, device=tokens.device).expand(B, R))
+        ran = self.word_norm(last.rows(x, mask, saved, (rows + document * P).flatten()))  # [B * R, T, D]
+        chosen = ran.index_select(0, (torch.gather(row_of, 1, selected) + document * R).flatten()).view(B, M, k, T, D)
+        chosen_mask = token_mask.view(B * P, T).index_select(0, (selected + document * P).flatten()).view(B, M, k, T)
         keys, values = self.token_kv(chosen).chunk(2, dim=-1)  # [B, M, k, T, D] each
         inside = torch.einsum("bmktd,md->bmkt", keys, self.token_query) / math.sqrt(D)
         inside = masked_softmax(inside, chosen_mask)  # [B, M, k, T]

@@ -110,21 +110,53 @@ def test_output_is_continuous_where_the_top_k_flips():
     assert not torch.allclose(classify(1.0, swap=True)[0][0], classify(1.0, swap=False)[0][0], atol=1e-6)
 
 
-def test_encoder_layer_reads_out_the_fused_attention_of_the_last_position():
-    """The layer's output comes from the fused attention call, its read-out weights from a side
-    computation: both must be the same attention, padding keys included."""
+def test_encoder_layer_in_two_steps_equals_the_whole_layer():
+    """last_position and rows (the word level's last layer) must give what the whole layer gives,
+    and the read-out weights must be the attention of the last position, padding keys included."""
     torch.manual_seed(0)
     layer = EncoderLayer(16, heads=2, ff_mult=2, dropout=0.0).eval()
     x, mask = torch.randn(3, 5, 16), torch.tensor([[1, 1, 0, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]]).bool()
-    _, weights = layer(x, mask)  # [N, H, L]
     q, k, v = layer.qkv(layer.norm1(x)).view(3, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
     explicit = masked_softmax(q @ k.transpose(-1, -2) / 8**0.5, mask[:, None, None, :])  # [N, H, L, L]
-    assert torch.allclose(weights, explicit[:, :, -1], atol=1e-6)
-    assert torch.equal(weights[1, :, :4], torch.zeros(2, 4))
     mixed = (explicit @ v).transpose(1, 2).reshape(3, 5, 16)
     expected = x + layer.out(mixed)
     expected = expected + layer.ff(layer.norm2(expected))
-    assert torch.allclose(layer(x, mask)[0], expected, atol=1e-5)
+    assert torch.allclose(layer(x, mask), expected, atol=1e-5)
+
+    last, weights, saved = layer.last_position(x, mask)  # [N, D], [N, H, L]
+    assert torch.allclose(last, expected[:, -1], atol=1e-5)
+    assert torch.allclose(weights, explicit[:, :, -1], atol=1e-6)
+    assert torch.equal(weights[1, :, :4], torch.zeros(2, 4))
+    rows = torch.tensor([2, 0, 2])  # any order, repeats allowed
+    assert torch.allclose(layer.rows(x, mask, saved, rows), expected[rows, :-1], atol=1e-5)
+
+
+def test_token_states_are_those_of_the_whole_last_layer():
+    """The sparse path reads token states from the selected phrases only, each run once: the
+    state must be what running the last layer on every phrase gives, short and long documents."""
+    torch.manual_seed(0)
+    net = model()
+    for P in (3, 40):  # fewer phrases than M * K, and many more
+        B, T = 2, CONFIG.phrase_tokens
+        tokens = torch.randint(1, 50, (B, P, T))
+        tokens[0, 0, 2:] = 0  # a short phrase
+        tokens[1, P // 2 :] = 0  # the second document is half as long: padding phrases
+        real = tokens.gt(0).any(-1)  # [B, P]
+        phrase_sentence = torch.arange(P).expand(B, P).masked_fill(~real, -1)  # a sentence per phrase
+        state = net.encode(tokens, phrase_sentence, phrase_sentence[:, :, None], real)
+        x = net.embed_proj(net.embed(tokens)) + net.position[:T]
+        x = torch.cat([x, net.cls.expand(B, P, 1, -1)], dim=2).flatten(0, 1)
+        mask = torch.cat([tokens > 0, torch.ones(B, P, 1, dtype=torch.bool)], dim=2).flatten(0, 1)
+        every = net.word_norm(net.layers[-1](x, mask))[:, :T].view(B, P, T, -1)  # [B, P, T, D]
+        top = state["top_phrases"]  # [B, M, k]
+        chosen = every[torch.arange(B)[:, None, None], top]  # [B, M, k, T, D]
+        keys, values = net.token_kv(chosen).chunk(2, dim=-1)
+        inside = masked_softmax(
+            torch.einsum("bmktd,md->bmkt", keys, net.token_query) / CONFIG.d_model**0.5,
+            (tokens > 0)[torch.arange(B)[:, None, None], top],
+        )
+        expected = torch.einsum("bmkt,bmktd->bmkd", inside, values)
+        assert torch.allclose(state["top_states"], expected, atol=1e-5)
 
 
 def test_golden_logits():
