@@ -74,9 +74,8 @@ class EncoderLayer(nn.Module):
 
     `forward` runs every position. The word level's last layer runs in two steps instead, since
     only two things are read out of it: the CLS slot of every phrase, and the token states of the
-    few phrases the sparse path selects. `last_position` gives the CLS slot, with the keys and
-    values of every position; `rows` then finishes the layer for the selected sequences only,
-    reusing those keys and values."""
+    few phrases the sparse path selects. `last_position` gives the CLS slot; `rows` then runs the
+    whole layer for the selected sequences only."""
 
     def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
@@ -89,28 +88,33 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x [N, L, D], mask [N, L] (True: a real position; the last one must be)."""
-        h = self.norm1(x)
-        q, k, v = self._heads(self.qkv(h), 3)
+        q, k, v = self._heads(self.qkv(self.norm1(x)), 3)
         return self._finish(x, q, k, v, mask)
 
-    def last_position(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    def last_position(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The output at the last position [N, D], that position's attention over all positions
-        [N, H, L] (heads kept apart), and what `rows` needs: the normalised input, keys, values."""
-        N, L, D = x.shape
-        h = self.norm1(x)
-        k, v = self._heads(nn.functional.linear(h, self.qkv.weight[D:], self.qkv.bias[D:]), 2)
-        q = self._heads(nn.functional.linear(h[:, -1:], self.qkv.weight[:D], self.qkv.bias[:D]), 1)[0]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)  # [N, H, 1, L]
-        weights = masked_softmax(scores, mask[:, None, None, :])[:, :, 0]
-        return self._finish(x[:, -1:], q, k, v, mask)[:, 0], weights, (h, k, v)
+        [N, H, L] (heads kept apart), and the normalised input [N, L, D], which `rows` needs.
 
-    def rows(self, x: Tensor, mask: Tensor, saved: tuple[Tensor, ...], rows: Tensor) -> Tensor:
+        No key or value is projected. A score is q . (W_k h + b_k), and q . b_k is the same at
+        every position, so softmax sees only (W_k^T q) . h; the weighted sum of the values is
+        W_v (sum of w h) + b_v, since the weights sum to 1. That is 2 H D multiplications a
+        position instead of the 2 D^2 of projecting its key and value."""
+        N, L, D = x.shape
+        H = self.heads
+        h = self.norm1(x)
+        _, w_k, w_v = self.qkv.weight.view(3, H, D // H, D).unbind(0)  # [H, D / H, D] each
+        q = nn.functional.linear(h[:, -1], self.qkv.weight[:D], self.qkv.bias[:D]).view(N, H, D // H)
+        query = torch.einsum("nhe,hed->nhd", q, w_k) / math.sqrt(D // H)  # [N, H, D]
+        weights = masked_softmax(query @ h.transpose(1, 2), mask[:, None, :])  # [N, H, L]
+        mixed = torch.einsum("nhd,hed->nhe", weights @ h, w_v) + self.qkv.bias[2 * D :].view(H, D // H)
+        x = x[:, -1] + self.drop(self.out(mixed.reshape(N, D)))
+        return x + self.drop(self.ff(self.norm2(x))), weights, h
+
+    def rows(self, x: Tensor, mask: Tensor, normalised: Tensor, rows: Tensor) -> Tensor:
         """The output [R, L - 1, D] of the sequences `rows` [R] of x at every position but the last
-        (which last_position gave), from last_position's `saved`."""
-        h, k, v = saved
-        D = x.shape[-1]
-        q = self._heads(nn.functional.linear(h[rows, :-1], self.qkv.weight[:D], self.qkv.bias[:D]), 1)[0]
-        return self._finish(x[rows, :-1], q, k[rows], v[rows], mask[rows])
+        (which last_position gave), from last_position's normalised input."""
+        q, k, v = self._heads(self.qkv(normalised[rows]), 3)
+        return self._finish(x[rows, :-1], q[:, :, :-1], k, v, mask[rows])
 
     def _heads(self, projected: Tensor, parts: int) -> tuple[Tensor, ...]:
         """[N, L, parts * D] -> parts tensors [N, H, L, D / H]."""
@@ -223,7 +227,7 @@ class HierarchicalClassifier(nn.Module):
         for layer in self.layers[:-1]:
             x = layer(x, mask)
         last = self.layers[-1]  # finished below for the selected phrases only (EncoderLayer)
-        cls, attention, saved = last.last_position(x, mask)
+        cls, attention, normalised = last.last_position(x, mask)
         phrase = self.word_norm(cls).view(B, P, D)
         cls_to_tokens = attention[:, :, :T].mean(1).view(B, P, T) * token_mask  # heads averaged
         word_weights = cls_to_tokens / cls_to_tokens.sum(-1, keepdim=True).clamp_min(1e-12)
@@ -271,7 +275,7 @@ class HierarchicalClassifier(nn.Module):
         rows = picked.topk(R, dim=-1).indices  # [B, R]
         row_of = torch.zeros(B, P, dtype=torch.long, device=tokens.device)  # [B, P] where each row ran
         row_of = row_of.scatter(1, rows, torch.arange(R, device=tokens.device).expand(B, R))
-        ran = self.word_norm(last.rows(x, mask, saved, (rows + document * P).flatten()))  # [B * R, T, D]
+        ran = self.word_norm(last.rows(x, mask, normalised, (rows + document * P).flatten()))  # [B * R, T, D]
         chosen = ran.index_select(0, (torch.gather(row_of, 1, selected) + document * R).flatten()).view(B, M, k, T, D)
         chosen_mask = token_mask.view(B * P, T).index_select(0, (selected + document * P).flatten()).view(B, M, k, T)
         keys, values = self.token_kv(chosen).chunk(2, dim=-1)  # [B, M, k, T, D] each

@@ -123,12 +123,12 @@ def test_encoder_layer_in_two_steps_equals_the_whole_layer():
     expected = expected + layer.ff(layer.norm2(expected))
     assert torch.allclose(layer(x, mask), expected, atol=1e-5)
 
-    last, weights, saved = layer.last_position(x, mask)  # [N, D], [N, H, L]
+    last, weights, normalised = layer.last_position(x, mask)  # [N, D], [N, H, L]
     assert torch.allclose(last, expected[:, -1], atol=1e-5)
     assert torch.allclose(weights, explicit[:, :, -1], atol=1e-6)
     assert torch.equal(weights[1, :, :4], torch.zeros(2, 4))
     rows = torch.tensor([2, 0, 2])  # any order, repeats allowed
-    assert torch.allclose(layer.rows(x, mask, saved, rows), expected[rows, :-1], atol=1e-5)
+    assert torch.allclose(layer.rows(x, mask, normalised, rows), expected[rows, :-1], atol=1e-5)
 
 
 def test_token_states_are_those_of_the_whole_last_layer():
