@@ -317,11 +317,18 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
     code = np.frombuffer(joined.encode("utf-32-le"), np.uint32).astype(np.uint64)
     space = code == 32
     owner = np.concatenate([np.zeros(pad, np.int64), np.arange(P).repeat(lengths + pad)])  # the piece of each position
-    ids, owners = [], []
-    for n in orders:
+    # The hash of the n-gram at s is n * K^n + sum_j code[s + j] K^(n - 1 - j), K = 1,000,003,
+    # wrapping modulo 2^64 (deterministic). Its sum part grows one order from the last.
+    K = 1_000_003
+    rolling, done = np.zeros(len(code), np.uint64), 0
+    runs = []  # per order: the bucket ids and their pieces, which are sorted
+    for n in sorted(set(orders)):
         L = len(code) - n + 1
         if L <= 0 or P == 0:
-            continue
+            break
+        for j in range(done, n):
+            rolling = rolling[: len(code) - j] * np.uint64(K) + code[j:]
+        done = n
         if raw:
             start = np.flatnonzero(owner[:L] == owner[n - 1 : n - 1 + L])
             first = owner[start]
@@ -335,19 +342,18 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
             start = np.flatnonzero(valid)
             # an n-gram belongs to the piece of its first letter (its leading space may be shared)
             first = owner[start + space[start]]
-        h = np.full(len(start), n, np.uint64)
-        for j in range(n):
-            h = h * np.uint64(1_000_003) + code[start + j]  # wraps modulo 2^64, deterministically
-        ids.append((h % np.uint64(buckets)).astype(np.int32) + 1)
-        owners.append(first)
-    if not ids:
+        seed = np.uint64(n * pow(K, n, 1 << 64) % (1 << 64))  # n K^n
+        ids = ((rolling[start] + seed) % np.uint64(buckets)).astype(np.int32) + 1
+        runs.append((ids, first, np.bincount(first, minlength=P)))
+    if not runs:
         return np.zeros((P, 1), np.int32)
-    ids, owners = np.concatenate(ids), np.concatenate(owners)
-    order = np.argsort(owners, kind="stable")
-    ids, owners = ids[order], owners[order]
-    counts = np.bincount(owners, minlength=P)
-    out = np.zeros((P, max(1, int(counts.max()))), np.int32)
-    out[owners, np.arange(len(ids)) - (np.cumsum(counts) - counts)[owners]] = ids
+    # Row p holds piece p's n-grams, order by order: each order's are one run of its sorted array.
+    out = np.zeros((P, max(1, int(sum(counts for _, _, counts in runs).max()))), np.int32)
+    filled = np.zeros(P, np.int64)
+    for ids, first, counts in runs:
+        column = filled[first] + np.arange(len(ids)) - (np.cumsum(counts) - counts)[first]
+        out[first, column] = ids
+        filled += counts
     return out
 
 
