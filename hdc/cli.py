@@ -210,7 +210,7 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
     "--quantize",
     type=click.Choice(["int8"]),
     default=None,
-    help="Quantize the block graph's weights to int8 (smaller, faster).",
+    help="Quantize the graphs' weights to int8: a bundle about a quarter the size.",
 )
 @click.option(
     "--opset",
