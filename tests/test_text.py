@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from hdc.text import Segmenter, split_sentences, train_tokenizer
+from hdc.text import Segmenter, ngram_bag, split_sentences, train_tokenizer
 
 TEXT = (
     'Dr. Smith arrived in the U.S. on Monday. He said: "It\'s fine." Then he left!\n\n'
@@ -130,3 +130,16 @@ def test_raw_char_ngrams_are_every_window_of_the_text_as_written(tokenizer):
     assert phrase_ngrams(segments) == expected
     seen = set().union(*expected)
     assert {bucket("Dr"), bucket(".  "), bucket("\n\n")} <= seen and bucket("dr") not in seen
+
+
+def test_ngram_bag_counts_each_rows_buckets():
+    rng = np.random.default_rng(0)
+    ngrams = rng.integers(1, 20, (3, 4, 6)) * (rng.random((3, 4, 6)) < 0.7)
+    ngrams[2] = 0  # a row with no n-gram at all
+    ids, counts = ngram_bag(ngrams)
+    assert ids.shape == counts.shape and ids.dtype == np.int64 and counts.dtype == np.float32
+    for row, (i, c) in enumerate(zip(ids, counts)):
+        expected = Counter(ngrams[row][ngrams[row] > 0].tolist())
+        assert dict(zip(i[c > 0].tolist(), c[c > 0].tolist())) == expected
+        assert (i[c == 0] == 0).all()  # padding
+    assert counts[2].sum() == 0
