@@ -218,7 +218,8 @@ class HierarchicalClassifier(nn.Module):
         S, Q = sentence_phrases.shape[1:]
         D = c.d_model
 
-        # --- word level: tokens -> phrase vectors, token states, word weights
+        # --- word level: tokens -> phrase vectors (CLS slots) and word weights; the token
+        # states are computed below, for the selected phrases only
         token_mask = tokens > 0  # [B, P, T]
         x = self.embed_proj(self.embed(tokens)) + self.position[:T]  # [B, P, T, D]
         x = torch.cat([x, self.cls.expand(B, P, 1, D)], dim=2).view(B * P, T + 1, D)
@@ -266,13 +267,13 @@ class HierarchicalClassifier(nn.Module):
         spare_scores = phrase_scores.scatter(-1, top_phrases, NEG).amax(-1)  # [B, M]
         # The token states of the selected phrases. The last word layer runs in full only on
         # R = min(M * k, P) phrases of each document, the selected ones first (a phrase that
-        # several queries select runs once), so that a short document costs what it did when
-        # the layer ran everywhere, and a long one a fraction of it.
+        # several queries select runs once): a short document costs no more than running the
+        # layer everywhere, and a long one a fraction of it.
         M, R = c.queries, min(c.queries * k, P)
         document = torch.arange(B, device=tokens.device)[:, None]  # [B, 1]
         selected = top_phrases.flatten(1)  # [B, M * k]
         picked = torch.zeros(B, P, device=tokens.device).scatter(1, selected, 1.0)
-        rows = picked.topk(R, dim=-1).indices  # [B, R]
+        rows = picked.topk(R, dim=-1).indices  # [B, R] every selected phrase, then others up to R
         row_of = torch.zeros(B, P, dtype=torch.long, device=tokens.device)  # [B, P] where each row ran
         row_of = row_of.scatter(1, rows, torch.arange(R, device=tokens.device).expand(B, R))
         ran = self.word_norm(last.rows(x, mask, normalised, (rows + document * P).flatten()))  # [B * R, T, D]
