@@ -45,8 +45,8 @@ def worker(task: str, run: Path, threads: int) -> dict:
     """One task in this process, with whichever hdc is first on sys.path."""
     import hdc
 
-    start = time.perf_counter()
     if task == "train":
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             command = [sys.executable, "-m", "hdc.cli", "train", "--config", str(ROOT / "configs/news.yaml")]
             command += ["--train", str(ROOT / "data/news/train.jsonl"), "--valid", str(ROOT / "data/news/valid.jsonl")]

@@ -102,11 +102,12 @@ class EncoderLayer(nn.Module):
         N, L, D = x.shape
         H = self.heads
         h = self.norm1(x)
-        _, w_k, w_v = self.qkv.weight.view(3, H, D // H, D).unbind(0)  # [H, D / H, D] each
-        q = nn.functional.linear(h[:, -1], self.qkv.weight[:D], self.qkv.bias[:D]).view(N, H, D // H)
+        w_q, w_k, w_v = self.qkv.weight.view(3, H, D // H, D).unbind(0)  # [H, D / H, D] each
+        b_q, _, b_v = self.qkv.bias.view(3, H, D // H).unbind(0)  # [H, D / H] each
+        q = torch.einsum("nd,hed->nhe", h[:, -1], w_q) + b_q  # [N, H, D / H]
         query = torch.einsum("nhe,hed->nhd", q, w_k) / math.sqrt(D // H)  # [N, H, D]
         weights = masked_softmax(query @ h.transpose(1, 2), mask[:, None, :])  # [N, H, L]
-        mixed = torch.einsum("nhd,hed->nhe", weights @ h, w_v) + self.qkv.bias[2 * D :].view(H, D // H)
+        mixed = torch.einsum("nhd,hed->nhe", weights @ h, w_v) + b_v  # [N, H, D / H]
         x = x[:, -1] + self.drop(self.out(mixed.reshape(N, D)))
         return x + self.drop(self.ff(self.norm2(x))), weights, h
 
