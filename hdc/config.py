@@ -38,8 +38,16 @@ class ModelConfig:
     # The n-grams of the text as written (case and whitespace kept, across words) instead of
     # scikit-learn's char_wb ones (lower-cased, within words); see hdc.text.char_ngrams.
     ngram_raw: bool = False
+    ngram_tf: str = "sublinear"  # an n-gram's term frequency: 1 + ln(count), or "binary": 1
+    # Add a linear classifier on the n-gram bag, fitted to convergence after training (hdc.train):
+    # the jointly trained branch stops where the deep part's epochs stop, well short of that.
+    ngram_linear: bool = False
 
     def __post_init__(self):
+        if self.ngram_tf not in ("sublinear", "binary"):
+            raise UsageError(f"model.ngram_tf must be sublinear or binary, got {self.ngram_tf!r}")
+        if self.ngram_linear and not self.ngram_orders:
+            raise UsageError("model.ngram_linear needs the n-gram branch: set model.ngram_orders, e.g. [2, 3, 4]")
         if self.sentence_tokens < self.phrase_tokens:  # a sentence holds whole phrases
             raise UsageError(
                 f"model.sentence_tokens ({self.sentence_tokens}) must be at least model.phrase_tokens "
@@ -77,6 +85,11 @@ class TrainConfig:
     # The n-gram table's learning rate (plain SGD, on the same schedule as `lr`). Its inputs are
     # L2-normalised TF-IDF weights of a few thousand n-grams, about 0.02 each, hence the size.
     ngram_lr: float = 50.0
+    # The n-gram linear classifier (model.ngram_linear): a LinearSVC's C, and how much its
+    # scores weigh against the logits. Every pair is scored on validation and the best kept;
+    # without validation the middle value of each.
+    ngram_linear_c: tuple[float, ...] = (1.0, 3.0, 10.0)
+    ngram_linear_scale: tuple[float, ...] = (1.0, 2.0, 4.0)
     patience: int = 3  # early stopping on validation macro-F1, in epochs
     # Validate and save an exponential moving average of the weights, updated after every step
     # with this decay (0: off; 0.995 averages over about the last 200 steps).
@@ -98,6 +111,9 @@ class TrainConfig:
         for name in ("sentence_dropout", "token_dropout", "ema_decay"):  # fractions: 995 is a typo
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"train.{name} must be at least 0 and below 1, got {getattr(self, name)!r}")
+        for name in ("ngram_linear_c", "ngram_linear_scale"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise UsageError(f"train.{name} must be a list of numbers above 0, got {list(getattr(self, name))!r}")
         if not self.lr > 0 or not self.ngram_lr >= 0:  # the n-gram table's steps scale by ngram_lr / lr
             raise UsageError(
                 f"train.lr must be above 0 and train.ngram_lr at least 0, got {self.lr!r} and {self.ngram_lr!r}"

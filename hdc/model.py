@@ -9,8 +9,9 @@
                          then token attention inside each chosen phrase
            ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
     ngrams ──▶ optional n-gram branch: the document's hashed char n-gram counts, weighted by
-               sublinear TF-IDF and L2-normalised (as a TF-IDF SVM sees them), times an
-               embedding table, concatenated to the document vector before the logits
+               TF-IDF and L2-normalised (as a TF-IDF SVM sees them), times an embedding table,
+               concatenated to the document vector before the logits; optionally also times a
+               linear classifier's table, fitted after training, whose scores add to the logits
 
 `encode` reads one block of phrases and returns a state whose parts merge exactly across blocks
 (hdc/stream.py): a running top-K per query, online-softmax sums. `classify` turns a (merged)
@@ -39,6 +40,16 @@ NEG = -1e9  # a finite "minus infinity": masked scores stay finite, so nothing t
 # scores differ by rounding (~1e-6) agree even on a near-tie. On the news validation split, 1.3%
 # of the K-th phrases lead the next one by less than this (the median lead is 6e-3).
 TIE_MARGIN = 1e-4
+
+
+def ngram_weights(ids: Tensor, counts: Tensor, idf: Tensor, tf: str = "sublinear") -> Tensor:
+    """[B, U] the weight of each n-gram bucket of a bag: TF times IDF, L2-normalised per document,
+    as a TF-IDF SVM weighs its features. TF is 1 + ln(count) ("sublinear") or 1 ("binary"): with
+    raw counts a few frequent n-grams swamp the rest (a TF-IDF SVM on news validation, 0.88
+    macro-F1 with raw counts, 0.94 sublinear)."""
+    present = (counts > 0).float()
+    tf_idf = (present if tf == "binary" else (1 + torch.log(counts.clamp_min(1))) * present) * idf[ids]
+    return tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
@@ -198,6 +209,12 @@ class HierarchicalClassifier(nn.Module):
             # For ONNX export (hdc.export): embedding_bag exports as a loop that int8
             # quantization cannot handle; gathering the rows and summing them is plain ops.
             self.ngram_gather = False
+            if c.ngram_linear:
+                # A linear classifier on the same weighted bag, fitted to convergence once
+                # training is done (hdc.train.fit_ngram_linear); its scores add to the logits.
+                # Zero until then, so training never sees it.
+                self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
+                self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
         head_in = D + (c.ngram_dim if c.ngram_orders else 0)
         self.head = nn.Linear(head_in, num_classes)
 
@@ -326,18 +343,19 @@ class HierarchicalClassifier(nn.Module):
         document = dense + self.bypass(self.bypass_norm(dense + sparse))  # [B, D]
         features = self.head_norm(document)
         if c.ngram_orders:
-            # Sublinear TF: with raw counts a few frequent n-grams swamp the rest (a TF-IDF SVM
-            # on this corpus's validation split: 0.88 macro-F1 with raw counts, 0.94 sublinear).
-            ids, counts = state["ngram_ids"], state["ngram_counts"]  # [B, U]
-            tf_idf = (1 + torch.log(counts.clamp_min(1))) * (counts > 0) * self.ngram_idf[ids]
-            weights = tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, U]
+            ids = state["ngram_ids"]  # [B, U]
+            weights = ngram_weights(ids, state["ngram_counts"], self.ngram_idf, c.ngram_tf)  # [B, U]
             if self.ngram_gather:  # exported as Gather, whose table int8 quantization stores as int8
                 rows = nn.functional.embedding(ids, self.ngram_embed.weight)  # [B, U, E]
                 ngrams = torch.einsum("bu,bue->be", weights, rows)
             else:
                 ngrams = self.ngram_embed(ids, per_sample_weights=weights)  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)
-        return self.head(self.drop(features)), fusion
+        logits = self.head(self.drop(features))  # [B, C]
+        if c.ngram_orders and c.ngram_linear:
+            rows = nn.functional.embedding(ids, self.ngram_linear)  # [B, U, C]
+            logits = logits + torch.einsum("bu,buc->bc", weights, rows) + self.ngram_linear_bias
+        return logits, fusion
 
     # ----------------------------------------------------------------------------------------
 

@@ -72,6 +72,15 @@ class ModelInfo:
         )
 
 
+def logits_to_probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    """[N, C] probabilities from logits: a sigmoid per label, or a softmax over the classes."""
+    logits = logits.astype(np.float64)
+    if multilabel:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 @dataclass
 class Outcome:
     """What happened to one input: probabilities and the document's state, or an error."""
@@ -98,13 +107,6 @@ class Predictor:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.info.labels
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        logits = logits.astype(np.float64)
-        if self.info.multilabel:
-            return 1.0 / (1.0 + np.exp(-logits))
-        e = np.exp(logits - logits.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
 
     def run(
         self,
@@ -166,7 +168,7 @@ class Predictor:
         probabilities, fusion = [], []
         for group in _bag_groups(inputs):
             logits, weights = self.backend.classify({name: _stack([i[name] for i in group]) for name in group[0]})
-            probabilities.append(self.probabilities(logits))
+            probabilities.append(logits_to_probabilities(logits, self.info.multilabel))
             fusion.append(weights)
         return np.concatenate(probabilities), np.concatenate(fusion)
 

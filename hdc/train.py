@@ -40,14 +40,14 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import __version__
-from .checkpoint import PAYLOAD
+from .checkpoint import PAYLOAD, load_checkpoint
 from .config import Config, config_to_dict, load_config
 from .data import Example, check_known_labels, check_trainable, load_examples, split_examples
 from .errors import HdcError, UsageError
 from .io import atomic_open, write_atomic
 from .metrics import decide, scores
-from .model import NGRAM_INPUTS, HierarchicalClassifier
-from .predict import ModelInfo
+from .model import NGRAM_INPUTS, HierarchicalClassifier, ngram_weights
+from .predict import ModelInfo, logits_to_probabilities
 from .stream import collate
 from .text import Segmenter, Segments, ngram_bag, train_tokenizer
 
@@ -423,7 +423,7 @@ class ProgressLog(Callback):
 
 
 # ---------------------------------------------------------------------------------------------
-# Word vectors
+# The n-gram branch's fixed parts: IDF weights, and the linear classifier fitted after training
 
 
 def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.ndarray:
@@ -437,6 +437,96 @@ def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.nda
     idf[df < min_df] = 0.0
     idf[0] = 0.0
     return idf.astype(np.float32)
+
+
+def ngram_matrix(segments: list[Segments], idf: torch.Tensor, tf: str):
+    """[N, buckets + 1] scipy CSR: each document's n-gram bag, weighted as the model weighs it."""
+    from scipy.sparse import csr_matrix
+
+    indptr, indices, values = [0], [], []
+    for s in segments:
+        ids, counts = ngram_bag(s.ngrams[None])
+        weights = ngram_weights(torch.from_numpy(ids), torch.from_numpy(counts), idf, tf)[0].numpy()
+        keep = weights > 0
+        indices.append(ids[0, keep])
+        values.append(weights[keep])
+        indptr.append(indptr[-1] + int(keep.sum()))
+    return csr_matrix((np.concatenate(values), np.concatenate(indices), indptr), shape=(len(segments), len(idf)))
+
+
+def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool, c: float):
+    """A LinearSVC's weights [F, C] and biases [C], one column per class: one-vs-rest, as
+    scikit-learn fits several classes. Two classes give one decision function: it goes to class 1."""
+    from sklearn.svm import LinearSVC
+
+    weights = np.zeros((features.shape[1], num_classes), np.float32)
+    bias = np.zeros(num_classes, np.float32)
+    columns = [targets[:, j] for j in range(num_classes)] if multilabel else [targets]
+    for j, y in enumerate(columns):
+        if len(np.unique(y)) < 2:  # a label on every document or on none: nothing to separate
+            continue
+        svm = LinearSVC(C=c, dual=True, max_iter=5000).fit(features, y)
+        rows = slice(j, j + 1) if multilabel else slice(num_classes - len(svm.coef_), num_classes)
+        weights[:, rows], bias[rows] = svm.coef_.T, svm.intercept_
+    return weights, bias
+
+
+def fit_ngram_linear(checkpoint_path: Path, data: DocumentData, info: ModelInfo) -> dict:
+    """Fit the model's n-gram linear classifier (model.ngram_linear) on the training bags and
+    store it in the checkpoint. With validation data, every (C, scale) of the config is scored
+    there on top of the trained model's logits, and the best pair kept (the first in the
+    config's order on a tie)."""
+    start = time.perf_counter()
+    t, labels, multilabel = info.config.train, info.labels, info.multilabel
+    model, _ = load_checkpoint(checkpoint_path)
+    model.ngram_linear.zero_()
+    model.ngram_linear_bias.zero_()
+    train_x = ngram_matrix(data.train_set.segments, model.ngram_idf, model.config.ngram_tf)
+    candidates = [(c, scale) for c in t.ngram_linear_c for scale in t.ngram_linear_scale]
+    fits = {}
+    best, result = None, {}
+    if len(data.valid_set) and len(candidates) > 1:
+        valid_x = ngram_matrix(data.valid_set.segments, model.ngram_idf, model.config.ngram_tf)
+        logits = _logits(model, data.valid_set)
+        targets = data.valid_set.targets
+
+        def macro_f1(z: np.ndarray) -> float:
+            predicted = decide(logits_to_probabilities(z, multilabel), multilabel)
+            return scores(targets, predicted, labels, multilabel)["macro_f1"]
+
+        result["valid_macro_f1_before"] = macro_f1(logits)
+        for c, scale in candidates:
+            if c not in fits:
+                fits[c] = fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c)
+            weights, bias = fits[c]
+            score = macro_f1(logits + scale * (valid_x @ weights + bias))
+            if best is None or score > best[0]:
+                best = (score, c, scale)
+        result["valid_macro_f1_after"], c, scale = best
+    else:
+        c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
+    weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c)
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"]["model.ngram_linear"] = torch.from_numpy(scale * weights)
+    checkpoint["state_dict"]["model.ngram_linear_bias"] = torch.from_numpy(scale * bias)
+    with atomic_open(checkpoint_path, "wb") as f:
+        torch.save(checkpoint, f)
+    return {"c": c, "scale": scale, **result, "seconds": round(time.perf_counter() - start, 1)}
+
+
+@torch.no_grad()
+def _logits(model: HierarchicalClassifier, dataset: EncodedDocuments, batch: int = 16) -> np.ndarray:
+    """[N, C] the model's logits for every document of `dataset`, in its order."""
+    model.eval()
+    out = []
+    for start in range(0, len(dataset), batch):
+        inputs, _ = collate_examples([dataset[i] for i in range(start, min(start + batch, len(dataset)))])
+        out.append(model(**bag_ngrams(inputs)).numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Word vectors
 
 
 def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
@@ -655,6 +745,12 @@ def train(
         "train_seconds": round(seconds, 1),
         "parameters": sum(p.numel() for p in module.model.parameters()),
     }
+    if config.model.ngram_linear and trainer.global_rank == 0:
+        fitted = fit_ngram_linear(out / "checkpoints" / "best.ckpt", data, info)
+        summary["ngram_linear"] = fitted
+        before, after = fitted.get("valid_macro_f1_before"), fitted.get("valid_macro_f1_after")
+        scored = f", validation macro-F1 {before:.4f} -> {after:.4f}" if after is not None else ""
+        print(f"n-gram linear classifier: C={fitted['c']:g}, scale {fitted['scale']:g}{scored}", file=sys.stderr)
     if trainer.global_rank == 0:
         write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary

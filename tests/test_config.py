@@ -45,3 +45,9 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["train.lr=0.003", "train.ngram_lr=-1"])
     with pytest.raises(UsageError, match=r"model.sentence_tokens \(16\) must be at least model.phrase_tokens \(32\)"):
         load_config(None, ["model.sentence_tokens=16"])
+    with pytest.raises(UsageError, match="model.ngram_tf must be sublinear or binary, got 'log'"):
+        load_config(None, ["model.ngram_tf=log"])
+    with pytest.raises(UsageError, match="model.ngram_linear needs the n-gram branch: set model.ngram_orders"):
+        load_config(None, ["model.ngram_linear=true"])
+    with pytest.raises(UsageError, match=r"train.ngram_linear_scale must be a list of numbers above 0, got \[\]"):
+        load_config(None, ["train.ngram_linear_scale=[]"])

@@ -1,7 +1,10 @@
+import math
+from dataclasses import replace
+
 import torch
 
 from hdc.config import ModelConfig
-from hdc.model import TIE_MARGIN, EncoderLayer, HierarchicalClassifier, masked_softmax
+from hdc.model import TIE_MARGIN, EncoderLayer, HierarchicalClassifier, masked_softmax, ngram_weights
 from hdc.text import ngram_bag
 
 CONFIG = ModelConfig(
@@ -157,6 +160,33 @@ def test_token_states_are_those_of_the_whole_last_layer():
         )
         expected = torch.einsum("bmkt,bmktd->bmkd", inside, values)
         assert torch.allclose(state["top_states"], expected, atol=1e-5)
+
+
+def test_ngram_weights_are_l2_normalised_tf_idf():
+    ids = torch.tensor([[1, 2, 3, 0]])
+    counts = torch.tensor([[1.0, 4.0, 2.0, 0.0]])
+    idf = torch.tensor([0.0, 1.0, 2.0, 0.5])
+    sublinear = [1.0, 2 * (1 + math.log(4)), 0.5 * (1 + math.log(2)), 0]
+    for tf, expected in (("sublinear", sublinear), ("binary", [1, 2, 0.5, 0])):
+        expected = torch.tensor([expected])
+        assert torch.allclose(ngram_weights(ids, counts, idf, tf), expected / expected.norm()), tf
+
+
+def test_ngram_linear_classifier_adds_its_scores_to_the_logits():
+    """model.ngram_linear: logits = the head's + sum_u weight_u * table[id_u] + bias; a zero table
+    (as in training, before hdc.train fits it) changes nothing."""
+    torch.manual_seed(0)
+    plain = HierarchicalClassifier(CONFIG, num_classes=3).eval()
+    torch.manual_seed(0)
+    linear = HierarchicalClassifier(replace(CONFIG, ngram_linear=True), num_classes=3).eval()
+    inputs = batch()
+    assert torch.equal(linear(**inputs), plain(**inputs))
+    table, bias = torch.randn(CONFIG.ngram_buckets + 1, 3), torch.randn(3)
+    linear.ngram_linear.copy_(table)
+    linear.ngram_linear_bias.copy_(bias)
+    weights = ngram_weights(inputs["ngram_ids"], inputs["ngram_counts"], plain.ngram_idf)
+    scores = torch.stack([w @ table[i] for w, i in zip(weights, inputs["ngram_ids"])]) + bias
+    assert torch.allclose(linear(**inputs), plain(**inputs) + scores, atol=1e-5)
 
 
 def test_golden_logits():
