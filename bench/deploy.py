@@ -4,6 +4,7 @@
     python bench/deploy.py                 # needs bench/out/news/hdc (bench/news.py) and
                                          # bench/out/needle/hdc (bench/needle.py train)
     python bench/deploy.py --install-size  # also builds a runtime-only venv to measure its size
+    python bench/deploy.py --news-only     # news alone; the needle figures in results.json stay
 
 Everything is measured in this one process, torch and ONNX Runtime on the same documents with
 the same thread count, so the speed figures are ratios taken side by side.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
+from common import RESULTS, machine, today, update_results  # noqa: E402
 from needle_data import Generator, filler_pool  # noqa: E402
 
 from hdc.data import Document, load_examples  # noqa: E402
@@ -92,12 +93,17 @@ def main() -> None:
     parser.add_argument("--news-run", type=Path, default=ROOT / "bench/out/news/hdc")
     parser.add_argument("--needle-run", type=Path, default=ROOT / "bench/out/needle/hdc")
     parser.add_argument("--install-size", action="store_true")
+    parser.add_argument("--news-only", action="store_true", help="skip the needle model; keep its recorded figures")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {}
 
     bundles = {}
-    for name, run_dir in (("news", args.news_run), ("needle", args.needle_run)):
+    models = (("news", args.news_run),) if args.news_only else (("news", args.news_run), ("needle", args.needle_run))
+    if args.news_only:  # the recorded needle bundle stays beside the new news ones
+        recorded = json.loads(RESULTS.read_text()).get("onnx", {}).get("bundle", {}) if RESULTS.exists() else {}
+        results["bundle"] = {k: v for k, v in recorded.items() if k.startswith("needle")}
+    for name, run_dir in models:
         for quantize in (None, "int8"):
             if name == "needle" and quantize:
                 continue
@@ -149,8 +155,22 @@ def main() -> None:
     results["news"] = news
 
     # --- needle documents of 4K, 64K and 1M tokens, streamed in blocks
+    if not args.news_only:
+        results["needle"] = needle_figures(args.needle_run, bundles[("needle", None)])
+
+    if args.install_size:
+        results["install"] = install_sizes()
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    command = "python bench/deploy.py" + (" --install-size" if args.install_size else "")
+    command += " --news-only" if args.news_only else ""
+    update_results("onnx", results, {"command": command, "date": today(), "machine": machine()})
+    print(json.dumps(results, indent=1))
+
+
+def needle_figures(run_dir: Path, bundle: Path) -> dict:
+    """Parity and throughput of torch against ORT on needle documents of 4K, 64K and 1M tokens."""
     generator = Generator(filler_pool(ROOT / "data/news/test.jsonl"), seed=5)
-    torch_n, onnx_n = load_predictor(args.needle_run), load_predictor(bundles[("needle", None)])
+    torch_n, onnx_n = load_predictor(run_dir), load_predictor(bundle)
     needle = {}
     for tokens, count in ((4096, 20), (65536, 5), (1 << 20, 2)):
         docs = [
@@ -174,21 +194,7 @@ def main() -> None:
         row["labels_identical"] = bool((p_torch.argmax(1) == p_onnx.argmax(1)).all())
         needle[str(tokens)] = row
         print(f"needle {tokens}: {row}", file=sys.stderr, flush=True)
-    results["needle"] = needle
-
-    if args.install_size:
-        results["install"] = install_sizes()
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    update_results(
-        "onnx",
-        results,
-        {
-            "command": "python bench/deploy.py" + (" --install-size" if args.install_size else ""),
-            "date": today(),
-            "machine": machine(),
-        },
-    )
-    print(json.dumps(results, indent=1))
+    return needle
 
 
 def install_sizes() -> dict:
