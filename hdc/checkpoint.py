@@ -17,7 +17,13 @@ PAYLOAD = "hdc"  # the key under which a Lightning checkpoint carries config, la
 
 
 def load_checkpoint(path: str | Path) -> tuple[HierarchicalClassifier, ModelInfo]:
-    """Load with weights_only=True: a checkpoint holds tensors and plain data, never code."""
+    """The model and its ModelInfo from a checkpoint file."""
+    return model_from_checkpoint(read_checkpoint(path), path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's dictionary, loaded with weights_only=True: a checkpoint holds tensors
+    and plain data, never code."""
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -27,6 +33,11 @@ def load_checkpoint(path: str | Path) -> tuple[HierarchicalClassifier, ModelInfo
         ) from None
     if not isinstance(checkpoint, dict) or PAYLOAD not in checkpoint:
         raise HdcError(f"{path}: not an hdc checkpoint (no {PAYLOAD!r} entry); train one with `hdc train`")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: str | Path) -> tuple[HierarchicalClassifier, ModelInfo]:
+    """The model and its ModelInfo from a checkpoint's dictionary (read_checkpoint) read from `path`."""
     try:
         info = ModelInfo.from_dict(checkpoint[PAYLOAD])
     except (KeyError, TypeError, HdcError) as e:

@@ -352,7 +352,7 @@ class HierarchicalClassifier(nn.Module):
                 ngrams = self.ngram_embed(ids, per_sample_weights=weights)  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)
         logits = self.head(self.drop(features))  # [B, C]
-        if c.ngram_orders and c.ngram_linear:
+        if c.ngram_linear:  # which the config allows only with the n-gram branch
             rows = nn.functional.embedding(ids, self.ngram_linear)  # [B, U, C]
             logits = logits + torch.einsum("bu,buc->bc", weights, rows) + self.ngram_linear_bias
         return logits, fusion

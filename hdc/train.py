@@ -40,7 +40,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import __version__
-from .checkpoint import PAYLOAD, load_checkpoint
+from .checkpoint import PAYLOAD, model_from_checkpoint, read_checkpoint
 from .config import Config, config_to_dict, load_config
 from .data import Example, check_known_labels, check_trainable, load_examples, split_examples
 from .errors import HdcError, UsageError
@@ -478,7 +478,8 @@ def fit_ngram_linear(checkpoint_path: Path, data: DocumentData, info: ModelInfo)
     config's order on a tie)."""
     start = time.perf_counter()
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
-    model, _ = load_checkpoint(checkpoint_path)
+    checkpoint = read_checkpoint(checkpoint_path)
+    model, _ = model_from_checkpoint(checkpoint, checkpoint_path)
     model.ngram_linear.zero_()
     model.ngram_linear_bias.zero_()
     train_x = ngram_matrix(data.train_set.segments, model.ngram_idf, model.config.ngram_tf)
@@ -506,7 +507,6 @@ def fit_ngram_linear(checkpoint_path: Path, data: DocumentData, info: ModelInfo)
     else:
         c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
     weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c)
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     checkpoint["state_dict"]["model.ngram_linear"] = torch.from_numpy(scale * weights)
     checkpoint["state_dict"]["model.ngram_linear_bias"] = torch.from_numpy(scale * bias)
     with atomic_open(checkpoint_path, "wb") as f:
