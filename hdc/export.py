@@ -34,7 +34,7 @@ from . import __version__
 from .checkpoint import TorchBackend, load_checkpoint
 from .data import Document
 from .errors import HdcError, UsageError
-from .io import current_umask, write_atomic
+from .io import current_umask, swap_in, write_atomic
 from .model import INPUTS, NGRAM_INPUTS, STATE, WEIGHTS, HierarchicalClassifier
 from .predict import ModelInfo, Predictor, load_predictor
 from .runtime import FORMAT
@@ -207,6 +207,27 @@ def parity(reference: Predictor, candidate: Predictor, documents: list[Document]
     return worst
 
 
+def check_bundle_target(out: Path) -> None:
+    """OUT may be absent, an empty folder, or a bundle that hdc exported (only the files its
+    manifest lists): export replaces nothing else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"{out}: exists and is a file; export writes a bundle folder, so choose another OUT_DIR")
+    names = {p.name for p in out.iterdir()}
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        ours = set(manifest["files"]) | {"manifest.json"}
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = set()
+    foreign = sorted(names - ours)
+    if foreign:
+        raise UsageError(
+            f"{out}: exists and is not a bundle hdc exported (it holds {foreign[0]!r}); export replaces only "
+            "its own bundles, so choose another OUT_DIR"
+        )
+
+
 def export(
     model_path: str | Path,
     out: str | Path,
@@ -220,6 +241,7 @@ def export(
     checkpoint = model_path / "checkpoints" / "best.ckpt" if model_path.is_dir() else model_path
     if not checkpoint.exists():
         raise UsageError(f"{model_path}: no checkpoint to export (expected a run directory or a .ckpt file)")
+    check_bundle_target(out)
     model, info = load_checkpoint(checkpoint)
     if top_k:
         # An inference setting: no weight depends on how many phrases are selected.
@@ -260,14 +282,7 @@ def export(
         manifest["parity_max_abs_diff"] = difference
         write_atomic(work / "manifest.json", json.dumps(manifest, indent=1))
 
-        if out.exists():  # swap in the new bundle, then drop the old one
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            work.rename(out)
-            shutil.rmtree(old)
-        else:
-            work.rename(out)
+        swap_in(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
