@@ -37,8 +37,12 @@ def _threads(f):
 
 
 def _columns(f):
-    f = click.option("--label-column", default="label", help="Label column of CSV/TSV or field of JSONL.")(f)
-    return click.option("--text-column", default="text", help="Text column of CSV/TSV or field of JSONL.")(f)
+    f = click.option(
+        "--label-column", default=None, help="Label column of CSV/TSV or field of JSONL; default: the model's."
+    )(f)
+    return click.option(
+        "--text-column", default=None, help="Text column of CSV/TSV or field of JSONL; default: the model's."
+    )(f)
 
 
 def _batch_tokens(f):
@@ -181,14 +185,21 @@ def _shard(ctx, param, value):
 @click.option("--output", type=click.Path(dir_okay=False), help="Write JSONL here (atomically) instead of stdout.")
 @click.option("--resume", is_flag=True, help="With --output: skip the documents a killed run already wrote.")
 @click.option("--shard", callback=_shard, metavar="I/N", help="Classify only every N-th input, starting at the I-th.")
-@click.option("--text-field", default="text", help="Text field of .jsonl inputs.")
+@click.option(
+    "--text-column",
+    default=None,
+    help="Text field of .jsonl inputs and column of .csv/.tsv ones; default: the one the model was trained on.",
+)
+@click.option("--text-field", "text_field", default=None, hidden=True)  # the old name of --text-column
 @_batch_tokens
 @_threads
-def predict(model, inputs, k, threshold, output, resume, shard, text_field, batch_tokens, block_tokens, threads):
+def predict(
+    model, inputs, k, threshold, output, resume, shard, text_column, text_field, batch_tokens, block_tokens, threads
+):
     """Classify documents: one JSONL record each, printed as its batch finishes.
 
     INPUT is a file, a folder, a glob, a .jsonl file (one document per line, with an optional
-    "id") or - for stdin (one document per line). An unreadable input gives an error record and
+    "id"), a .csv/.tsv table (one document per row) or - for stdin (one document per line). An unreadable input gives an error record and
     the rest still goes through; the exit code is then 1.
     """
     from .predict import predict as run
@@ -196,7 +207,17 @@ def predict(model, inputs, k, threshold, output, resume, shard, text_field, batc
     if resume and not output:
         raise click.BadParameter("--resume needs --output", param_hint="--resume")
     ok, errors = run(
-        model, list(inputs), output, k, threshold, batch_tokens, block_tokens, threads, shard, resume, text_field
+        model,
+        list(inputs),
+        output,
+        k,
+        threshold,
+        batch_tokens,
+        block_tokens,
+        threads,
+        shard,
+        resume,
+        text_column or text_field,
     )
     click.echo(f"predict: {ok + errors} documents, {errors} errors", err=True)
     if errors:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .data import Document, check_known_labels, load_examples
 from .errors import HdcError
-from .io import atomic_open, write_atomic
+from .io import atomic_open, check_overwrite, make_parent, write_atomic
 from .metrics import confusion, decide, scores
 from .predict import load_predictor
 
@@ -20,16 +20,22 @@ def evaluate(
     model: str | Path,
     data: str | Path,
     report: str | Path | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
+    text_column: str | None = None,
+    label_column: str | None = None,
     batch_tokens: int = 32768,
     block_tokens: int = 65536,
     threads: int = 0,
 ) -> dict:
+    """Score `model` on the labelled `data`, read with the model's text and label columns unless
+    others are given; with `report`, also write report.json and confusion.png there."""
+    if report is not None:
+        report = make_parent(Path(report) / "report.json", "--report").parent
+        check_overwrite(report / "report.json", lambda head: head.startswith(b'{\n "model": '), "--report")
     predictor = load_predictor(model, threads)
-    examples = load_examples(data, text_column, label_column)
-    check_known_labels(examples, list(predictor.labels))
+    columns = predictor.info.config.data
+    examples = load_examples(data, text_column or columns.text_column, label_column or columns.label_column)
     labels, multilabel = predictor.labels, predictor.info.multilabel
+    check_known_labels(examples, labels, multilabel)
     index = {label: i for i, label in enumerate(labels)}
 
     start = time.perf_counter()
@@ -47,7 +53,7 @@ def evaluate(
     if multilabel:
         y_true = np.zeros((len(examples), len(labels)), np.int64)
         for row, e in enumerate(examples):
-            for label in e.label if isinstance(e.label, tuple) else (e.label,):
+            for label in e.labels:
                 y_true[row, index[label]] = 1
     else:
         y_true = np.asarray([index[e.label] for e in examples])

@@ -38,6 +38,10 @@ _BREAK = re.compile(
 )
 WORD_START = "\u0120"  # the byte-level BPE marker of a word's first token ("Ġ")
 MAX_SENTENCE_CHARS = 20_000  # a longer run without a boundary is cut, at whitespace if it can be
+# A document kept to its first N tokens is cut to N * CHARS_PER_TOKEN characters before it is
+# tokenized (and before the tokenizer is trained on it), so a 50 MB record costs little. A BPE
+# token of prose averages 4 to 5 characters, whitespace included, so the cut keeps the N tokens.
+CHARS_PER_TOKEN = 16
 
 
 def _cut_long(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -180,7 +184,7 @@ class Segmenter:
     def segment(self, text: str, offsets: bool = False, max_tokens: int | None = None) -> Segments:
         """One whole document. With max_tokens, only its first max_tokens tokens are kept."""
         if max_tokens is not None:
-            text = text[: max_tokens * 16]  # no need to tokenize what will be cut off
+            text = text[: max_tokens * CHARS_PER_TOKEN]  # no need to tokenize what will be cut off
         spans, _ = split_sentences(text)
         segments = self._segment(text, spans, 0, offsets)
         if max_tokens is not None and segments.num_tokens > max_tokens:

@@ -109,7 +109,7 @@ def test_iter_documents_kinds_and_errors(tmp_path, assets):
     ]
     assert "binary" in items[1].error and items[2].error == "empty file"
     document = items[6]
-    assert document.read() == "caf\ufffd cr\ufffdme" and "2 characters replaced" in document.warnings[0]
+    assert document.read() == "caf\ufffd cr\ufffdme" and "2 bytes replaced" in document.warnings[0]
 
 
 def test_empty_directory(tmp_path):
@@ -122,14 +122,14 @@ def test_folder_walk_is_sorted_and_skips_hidden(tmp_path):
     for name in ["b/2.txt", "a.txt", "b/1.txt", "a/z.txt", "c/d/e.txt", ".hidden.txt", ".git/x.txt", "b/.x"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("text")
-    names = [str(p.relative_to(tmp_path)) for p in walk_files(tmp_path)]
+    names = [str(p.relative_to(tmp_path)) for p, problem in walk_files(tmp_path) if problem is None]
     assert names == ["a/z.txt", "a.txt", "b/1.txt", "b/2.txt", "c/d/e.txt"]
 
 
 def test_documents_read_in_chunks(tmp_path, monkeypatch):
     import hdc.data
 
-    monkeypatch.setattr(hdc.data, "CHUNK_CHARS", 7)
+    monkeypatch.setattr(hdc.data, "CHUNK_BYTES", 7)
     path = tmp_path / "long.txt"
     path.write_text("abcdefghij" * 5)
     chunks = list(Document("path", str(path), path=path).chunks())

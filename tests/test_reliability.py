@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ASSETS, jsonl, run_cli, same_records, tiny_train_args
 
 HDC = [sys.executable, "-m", "hdc.cli"]
@@ -71,20 +72,36 @@ def test_same_seed_same_results(tmp_path):
     assert outputs[0] == outputs[1]
 
 
-def test_predict_output_is_atomic_and_resumable(tiny_run, tmp_path):
+def test_predict_output_is_atomic_and_resumable(tiny_run, tmp_path, monkeypatch):
     output = tmp_path / "out.jsonl"
     full = run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output)
     assert full.exit_code == 0 and full.stdout == "" and not output.with_name("out.jsonl.partial").exists()
     expected = output.read_text().splitlines()
     assert len(expected) == 60
-
-    # a run killed after 25 records, the last one torn in half
-    partial = output.with_name("out.jsonl.partial")
-    partial.write_text("\n".join(expected[:25]) + "\n" + expected[25][:20])
     output.unlink()
+
+    # a run that dies after 25 records, the last one torn in half
+    from hdc.predict import Predictor
+
+    run = Predictor.run
+
+    def dies_after_25(self, *args, **kwargs):
+        for n, outcome in enumerate(run(self, *args, **kwargs)):
+            if n == 25:
+                raise MemoryError("killed")
+            yield outcome
+
+    monkeypatch.setattr(Predictor, "run", dies_after_25)
+    with pytest.raises(MemoryError):
+        run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output)
+    monkeypatch.setattr(Predictor, "run", run)
+    partial = output.with_name("out.jsonl.partial")
+    assert len(partial.read_text().splitlines()) == 25 and not output.exists()
+    partial.write_bytes(partial.read_bytes()[:-30])
+
     resumed = run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "25 documents already" in resumed.stderr
+    assert "24 documents already" in resumed.stderr
     assert same_records(jsonl(output.read_text()), jsonl("\n".join(expected)))
 
 
