@@ -44,12 +44,12 @@ from .checkpoint import PAYLOAD, model_from_checkpoint, read_checkpoint
 from .config import Config, config_to_dict, load_config
 from .data import Example, check_known_labels, check_trainable, load_examples, split_examples
 from .errors import HdcError, UsageError
-from .io import atomic_open, write_atomic
+from .io import Lock, atomic_open, write_atomic
 from .metrics import decide, scores
 from .model import NGRAM_INPUTS, HierarchicalClassifier, ngram_weights
 from .predict import ModelInfo, logits_to_probabilities
 from .stream import collate
-from .text import Segmenter, Segments, ngram_bag, train_tokenizer
+from .text import CHARS_PER_TOKEN, Segmenter, Segments, ngram_bag, train_tokenizer
 
 MONITOR = "val_macro_f1"
 # What checkpointing and early stopping follow: macro-F1, with ties (common once validation is
@@ -335,6 +335,9 @@ class LitClassifier(L.LightningModule):
             self.sparse_optimizer.zero_grad(set_to_none=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The log is written out first: a checkpoint never counts an epoch whose rows are lost.
+        if self.trainer.logger is not None:
+            self.trainer.logger.save()
         checkpoint[PAYLOAD] = self.info.to_dict()
         if self.sparse_optimizer is not None:
             checkpoint["sparse_optimizer"] = self.sparse_optimizer.state_dict()
@@ -346,6 +349,19 @@ class LitClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_sparse_state = checkpoint.get("sparse_optimizer")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt after every epoch, which --resume continues from. (ModelCheckpoint's save_last
+    writes it only in an epoch that also saves the best checkpoint: a resumed run would repeat
+    every epoch since the best.)"""
+
+    def __init__(self, folder: Path):
+        super().__init__(dirpath=folder, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+
+    @property
+    def state_key(self) -> str:  # apart from the best checkpoint's state, which has another monitor
+        return "LastCheckpoint"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -582,7 +598,7 @@ def _targets(examples: list[Example], labels: list[str], multilabel: bool) -> np
         return np.asarray([index[e.label] for e in examples], np.int64)
     targets = np.zeros((len(examples), len(labels)), np.float32)
     for row, e in enumerate(examples):
-        for label in e.label if isinstance(e.label, tuple) else (e.label,):
+        for label in e.labels:
             targets[row, index[label]] = 1.0
     return targets
 
@@ -623,10 +639,28 @@ def train(
     """Train a model and write its run directory. With resume=True, continue from
     out/checkpoints/last.ckpt with the saved config (plus `overrides`) and tokenizer."""
     out = Path(out)
+    lock = _claim_run(out, resume)
+    try:
+        return _train(config, train_path, valid_path, out, embeddings, resume, overrides)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    config: Config,
+    train_path: str | Path,
+    valid_path: str | Path | None,
+    out: Path,
+    embeddings: str | Path | None,
+    resume: bool,
+    overrides: tuple[str, ...],
+) -> dict:
     last = out / "checkpoints" / "last.ckpt"
     if resume:
         if not last.exists():
             raise UsageError(f"--resume: {last} does not exist; start a new run without --resume")
+        resumed_epoch = _readable_last(last)
         config = load_config(out / "config.yaml", overrides)
     elif last.exists():
         raise UsageError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -640,7 +674,7 @@ def train(
         train_examples, valid_examples = split_examples(train_examples, d.valid_fraction, t.seed)
     else:
         valid_examples = []
-    check_known_labels(valid_examples, labels)
+    check_known_labels(valid_examples, labels, multilabel)
     validate = bool(valid_examples)
 
     if resume:
@@ -651,7 +685,9 @@ def train(
         if list(info.labels) != labels:
             raise HdcError(f"--resume: the labels of {train_path} differ from those of the run in {out}")
     else:
-        tokenizer = train_tokenizer((e.text for e in train_examples), config.model.vocab_size)
+        # Only what segmentation keeps: a 50 MB record would otherwise cost gigabytes here.
+        kept = d.max_tokens * CHARS_PER_TOKEN
+        tokenizer = train_tokenizer((e.text[:kept] for e in train_examples), config.model.vocab_size)
         model_config = replace(config.model, vocab_size=tokenizer.get_vocab_size() + 1)
         config = replace(config, model=model_config)
         info = ModelInfo(config, tuple(labels), multilabel, tokenizer.to_str(), __version__)
@@ -702,7 +738,6 @@ def train(
         filename="best",
         monitor=SELECT if validate else None,  # None: best.ckpt is the latest epoch's
         mode="max",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
     )
@@ -720,6 +755,7 @@ def train(
         limit_val_batches=1.0 if validate else 0,
         callbacks=[
             checkpoints,
+            LastCheckpoint(out / "checkpoints"),  # after `checkpoints`, so it holds the best score too
             *([stop_early] if validate else []),
             ProgressLog(),
             # Validation and checkpoints then see the averaged weights; the raw ones are kept in
@@ -735,6 +771,8 @@ def train(
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
+    if resume:  # rows a killed run logged after its last checkpoint: that epoch runs again
+        _drop_rows_after(out / "logs" / "metrics.csv", resumed_epoch)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
@@ -754,3 +792,55 @@ def train(
     if trainer.global_rank == 0:
         write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+# What hdc writes in a run directory; --out may name a folder that holds nothing else.
+RUN_ENTRIES = {"config.yaml", "labels.json", "tokenizer.json", "checkpoints", "logs", "summary.json", ".lock"}
+
+
+def launched_rank() -> int:
+    """This process's rank when a launcher (torchrun, srun) started one per device; else 0."""
+    for variable in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
+def _claim_run(out: Path, resume: bool) -> Lock | None:
+    """Check that --out is absent, empty or a run directory, create it, and lock it (on the first
+    process of a multi-process launch), so that two runs never write one directory."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; name a folder for the run")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES) if out.exists() else []
+    if foreign and not resume:
+        raise UsageError(
+            f"--out {out}: holds {foreign[0]!r}, which hdc did not write; choose a new or empty folder for the run"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return Lock(out / ".lock", f"--out {out}") if launched_rank() == 0 else None
+
+
+def _readable_last(last: Path) -> int:
+    """The epoch that last.ckpt finished (counted from 0), or a one-line error if it is broken."""
+    try:
+        checkpoint = read_checkpoint(last)
+        return int(checkpoint["epoch"])
+    except (KeyError, TypeError, ValueError):
+        raise HdcError(f"--resume: {last} has no epoch count; it was not written by hdc train") from None
+    except HdcError as e:
+        raise HdcError(f"--resume: {e}; a run cannot continue from it, so start a new one") from None
+
+
+def _drop_rows_after(metrics_csv: Path, epoch: int) -> None:
+    """Keep the log's rows of epochs up to `epoch`: the rest are logged again when resumed."""
+    if not metrics_csv.exists():
+        return
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) > column and r[column] and int(float(r[column])) <= epoch]
+    if len(kept) < len(rows):
+        with atomic_open(metrics_csv, "w") as f:
+            csv.writer(f, lineterminator="\n").writerows(kept)
