@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from needle_data import Generator, filler_pool  # noqa: E402
 from hdc.data import Document, load_examples  # noqa: E402
 from hdc.export import export  # noqa: E402
 from hdc.metrics import scores  # noqa: E402
-from hdc.predict import load_predictor  # noqa: E402
+from hdc.predictor import load_predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "onnx"
@@ -65,7 +66,8 @@ def run(predictor, documents, block_tokens=65536):
     backend, predictor.backend = predictor.backend, TimedBackend(predictor.backend)
     start = time.perf_counter()
     try:
-        outcomes = list(predictor.run(documents, block_tokens=block_tokens, progress=False))
+        predictor.settings = replace(predictor.settings, block_tokens=block_tokens)
+        outcomes = list(predictor.run(documents, progress=False))
     finally:
         model_s, predictor.backend = predictor.backend.seconds, backend
     seconds = time.perf_counter() - start

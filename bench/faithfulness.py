@@ -26,7 +26,7 @@ from common import machine, today, update_results  # noqa: E402
 
 from hdc.data import Document, load_examples  # noqa: E402
 from hdc.explain import path_shares, ranked_sentences  # noqa: E402
-from hdc.predict import load_predictor  # noqa: E402
+from hdc.predictor import load_predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -180,7 +180,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-c",
-                f"from hdc.predict import load_predictor; p = load_predictor('{bundle}');"
+                f"from hdc.predictor import load_predictor; p = load_predictor('{bundle}');"
                 f"print(p.segmenter.segment(open('{long_doc}').read()).num_tokens)",
             ],
             capture_output=True,

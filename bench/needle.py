@@ -126,9 +126,10 @@ def worker(method: str, tokens: int, docs: int, threads: int, split: str = "test
         with open(OUT / "tfidf-svm.pkl", "rb") as f:
             svm = pickle.load(f)
     else:
-        from hdc.predict import load_predictor
+        from hdc.config import InferenceConfig
+        from hdc.predictor import load_predictor
 
-        predictor = load_predictor(OUT / f"{method}-bundle", threads)
+        predictor = load_predictor(OUT / f"{method}-bundle", InferenceConfig(threads=threads))
     # Recall and faithfulness are figures of the sparse path; the dense-only ablation selects
     # phrases too, but its answer does not use them.
     sparse = method != "tfidf-svm" and predictor.info.config.model.sparse

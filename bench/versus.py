@@ -57,9 +57,16 @@ def worker(task: str, run: Path, threads: int) -> dict:
         return {"hdc": hdc.__file__, "seconds": time.perf_counter() - start}
 
     from hdc.data import Document, load_examples
-    from hdc.predict import load_predictor
 
-    predictor = load_predictor(run, threads)
+    try:  # hdc.predictor from 2026-12-04 on; before, hdc.predict, with threads as the second argument
+        from hdc.config import InferenceConfig
+        from hdc.predictor import load_predictor
+
+        predictor = load_predictor(run, InferenceConfig(threads=threads))
+    except ImportError:
+        from hdc.predict import load_predictor
+
+        predictor = load_predictor(run, threads)
     if task == "news":
         documents = [Document("id", e.id, text=e.text) for e in load_examples(ROOT / "data/news/test.jsonl")]
     else:

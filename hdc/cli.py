@@ -1,26 +1,42 @@
-"""The `hdc` command. Each command parses its options and calls one library function.
+"""The `hdc` command. Each command parses its options, builds its settings and calls one library
+function.
 
-Data goes to stdout; logs and progress to stderr. Exit codes: 0 success, 1 the command ran
-but failed (bad data, errors in a batch), 2 it was called wrongly (a bad flag, a missing file).
-Nothing here imports torch, so a runtime-only install can predict, evaluate and inspect bundles.
+Data goes to stdout; logs and progress to stderr. Exit codes: 0 success, 1 the command ran but
+failed (bad data, errors in a batch, a full disk), 2 it was called wrongly (a bad flag, a missing
+file). Nothing here imports torch, so a runtime-only install can predict, evaluate, inspect and
+serve bundles.
+
+One vocabulary across commands: --text-column and --label-column name the data's fields,
+--top-k how many labels a record lists, --phrases how many selected phrases per query, --top how
+many sentences a summary shows. Older spellings (--text-field, --k, export's --top-k) still work
+for one release, hidden from --help.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
 
 from . import __version__
-from .errors import HdcError
+from .config import InferenceConfig, load_config
+from .errors import HdcError, UsageError
+from .evaluate import evaluate as evaluate_model
+from .evaluate import format_table
+from .explain import inspect as inspect_documents
+from .predict import predict as predict_documents
+from .serve import serve as serve_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 MODEL = click.argument("model", type=click.Path(exists=True))
+DEFAULTS = InferenceConfig()
 
 
 class Group(click.Group):
-    """Turns HdcError into a one-line message and its exit code, never a traceback."""
+    """Turns HdcError and OSError (a full disk, a closed pipe) into a one-line message and an exit
+    code, never a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -28,36 +44,74 @@ class Group(click.Group):
         except HdcError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say
+            sys.stderr.close()
+            ctx.exit(1)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            ctx.exit(1)
 
 
-def _threads(f):
-    return click.option(
-        "--threads", type=click.IntRange(min=0), default=0, help="CPU threads; 0 lets the backend choose."
-    )(f)
+class Number(click.ParamType):
+    """A finite number in a range (click's FloatRange lets NaN through)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(number) and self.low <= number <= self.high):
+            self.fail(f"{value!r} is not a number from {self.low:g} to {self.high:g}", param, ctx)
+        return number
 
 
-def _columns(f):
-    f = click.option(
-        "--label-column", default=None, help="Label column of CSV/TSV or field of JSONL; default: the model's."
-    )(f)
-    return click.option(
-        "--text-column", default=None, help="Text column of CSV/TSV or field of JSONL; default: the model's."
-    )(f)
+# Options that several commands share, each defined once (click builds a fresh option per use).
+THREADS = click.option(
+    "--threads", type=click.IntRange(min=0), default=DEFAULTS.threads, help="CPU threads; 0 lets the backend choose."
+)
+THRESHOLD = click.option(
+    "--threshold",
+    type=Number(0, 1),
+    default=DEFAULTS.threshold,
+    help="A multi-label model gives every label with at least this probability.",
+)
+TOP_K = click.option(
+    "--top-k", type=click.IntRange(min=1), default=DEFAULTS.top_labels, help="How many labels each record lists."
+)
+OLD_K = click.option("--k", "old_k", type=click.IntRange(min=1), default=None, hidden=True)  # before --top-k
+BLOCK_TOKENS = click.option(
+    "--block-tokens",
+    type=click.IntRange(min=256),
+    default=DEFAULTS.block_tokens,
+    help="Longer documents are streamed in blocks of this many tokens.",
+)
+BATCH_TOKENS = click.option(
+    "--batch-tokens",
+    type=click.IntRange(min=256),
+    default=DEFAULTS.batch_tokens,
+    help="Short documents are batched up to this many tokens.",
+)
+TEXT_COLUMN = click.option(
+    "--text-column", default=None, help="Text column of CSV/TSV or field of JSONL; default: the model's."
+)
+LABEL_COLUMN = click.option(
+    "--label-column", default=None, help="Label column of CSV/TSV or field of JSONL; default: the model's."
+)
 
 
-def _batch_tokens(f):
-    f = click.option(
-        "--block-tokens",
-        type=click.IntRange(min=256),
-        default=65536,
-        help="Long documents are streamed in blocks of this many tokens.",
-    )(f)
-    return click.option(
-        "--batch-tokens",
-        type=click.IntRange(min=256),
-        default=32768,
-        help="Short documents are batched up to this many tokens.",
-    )(f)
+def settings(**options) -> InferenceConfig:
+    """The InferenceConfig of a command's options; the ones it does not have keep their defaults."""
+    names = {"top_k": "top_labels", "old_k": "top_labels"}
+    values = {names.get(k, k): v for k, v in options.items() if v is not None and k != "old_k"}
+    if options.get("old_k") is not None:
+        values["top_labels"] = options["old_k"]
+    return InferenceConfig(**values)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -102,7 +156,7 @@ def cli():
     metavar="KEY=VALUE",
     help="Override a config value, e.g. --set train.max_epochs=3 (repeatable).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its config.")
 @click.option(
     "--embeddings",
     type=click.Path(exists=True, dir_okay=False),
@@ -129,13 +183,20 @@ def train(
 ):
     """Train a model on labelled documents and write a run directory.
 
-    The run directory holds checkpoints/best.ckpt (best validation macro-F1; the last
-    epoch with data.valid_fraction=0 and no --valid), checkpoints/last.ckpt, tokenizer.json,
+    The run directory holds checkpoints/best.ckpt (best validation macro-F1; the last epoch
+    with data.valid_fraction=0 and no --valid), checkpoints/last.ckpt, tokenizer.json,
     config.yaml, labels.json and logs/metrics.csv.
     """
-    from .config import load_config
-    from .train import train as run
-
+    try:  # training needs torch and lightning, which a runtime-only install lacks
+        from .train import train as run
+    except ImportError as e:
+        raise HdcError(
+            f"hdc train needs torch and lightning ({e}); install them with: pip install 'hdc[train]'"
+        ) from None
+    if resume and config_path:
+        raise UsageError(
+            "--config: a resumed run continues with its own config.yaml; drop --config (--set still applies)"
+        )
     flags = {
         "data.text_column": text_column,
         "data.label_column": label_column,
@@ -154,15 +215,16 @@ def train(
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--report", type=click.Path(file_okay=False), help="Write report.json and confusion.png to this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-@_columns
-@_batch_tokens
-@_threads
-def evaluate(model, data, report, as_json, text_column, label_column, batch_tokens, block_tokens, threads):
+@TEXT_COLUMN
+@LABEL_COLUMN
+@THRESHOLD
+@BATCH_TOKENS
+@BLOCK_TOKENS
+@THREADS
+def evaluate(model, data, report, as_json, text_column, label_column, threshold, batch_tokens, block_tokens, threads):
     """Score MODEL (run directory, checkpoint or bundle) on labelled DATA."""
-    from .evaluate import evaluate as run
-    from .evaluate import format_table
-
-    result = run(model, data, report, text_column, label_column, batch_tokens, block_tokens, threads)
+    options = settings(threshold=threshold, batch_tokens=batch_tokens, block_tokens=block_tokens, threads=threads)
+    result = evaluate_model(model, data, report, text_column, label_column, options)
     click.echo(json.dumps(result, indent=1) if as_json else format_table(result))
 
 
@@ -178,10 +240,9 @@ def _shard(ctx, param, value):
 @cli.command(context_settings=CONTEXT)
 @MODEL
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels to list.")
-@click.option(
-    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
-)
+@TOP_K
+@OLD_K
+@THRESHOLD
 @click.option("--output", type=click.Path(dir_okay=False), help="Write JSONL here (atomically) instead of stdout.")
 @click.option("--resume", is_flag=True, help="With --output: skip the documents a killed run already wrote.")
 @click.option("--shard", callback=_shard, metavar="I/N", help="Classify only every N-th input, starting at the I-th.")
@@ -191,34 +252,42 @@ def _shard(ctx, param, value):
     help="Text field of .jsonl inputs and column of .csv/.tsv ones; default: the one the model was trained on.",
 )
 @click.option("--text-field", "text_field", default=None, hidden=True)  # the old name of --text-column
-@_batch_tokens
-@_threads
+@BATCH_TOKENS
+@BLOCK_TOKENS
+@THREADS
 def predict(
-    model, inputs, k, threshold, output, resume, shard, text_column, text_field, batch_tokens, block_tokens, threads
+    model,
+    inputs,
+    top_k,
+    old_k,
+    threshold,
+    output,
+    resume,
+    shard,
+    text_column,
+    text_field,
+    batch_tokens,
+    block_tokens,
+    threads,
 ):
     """Classify documents: one JSONL record each, printed as its batch finishes.
 
     INPUT is a file, a folder, a glob, a .jsonl file (one document per line, with an optional
-    "id"), a .csv/.tsv table (one document per row) or - for stdin (one document per line). An unreadable input gives an error record and
-    the rest still goes through; the exit code is then 1.
+    "id"), a .csv/.tsv table (one document per row) or - for stdin (one document per line). An
+    unreadable input gives an error record and the rest still goes through; the exit code is
+    then 1.
     """
-    from .predict import predict as run
-
     if resume and not output:
         raise click.BadParameter("--resume needs --output", param_hint="--resume")
-    ok, errors = run(
-        model,
-        list(inputs),
-        output,
-        k,
-        threshold,
-        batch_tokens,
-        block_tokens,
-        threads,
-        shard,
-        resume,
-        text_column or text_field,
+    options = settings(
+        top_k=top_k,
+        old_k=old_k,
+        threshold=threshold,
+        batch_tokens=batch_tokens,
+        block_tokens=block_tokens,
+        threads=threads,
     )
+    ok, errors = predict_documents(model, list(inputs), output, options, shard, resume, text_column or text_field)
     click.echo(f"predict: {ok + errors} documents, {errors} errors", err=True)
     if errors:
         sys.exit(1)
@@ -240,22 +309,26 @@ def predict(
     help="ONNX opset; default: 23, the first with the fused Attention operator.",
 )
 @click.option(
-    "--top-k",
+    "--phrases",
     type=click.IntRange(min=1),
     default=None,
     help="Phrases the sparse path selects per query; default: the model's (model.top_k). More keep "
     "needles that rank behind filler in very long documents, at little cost.",
 )
-def export(model, out_dir, quantize, opset, top_k):
+@click.option("--top-k", "old_phrases", type=click.IntRange(min=1), default=None, hidden=True)  # before --phrases
+def export(model, out_dir, quantize, opset, phrases, old_phrases):
     """Export MODEL (run directory or checkpoint) to an ONNX bundle in OUT_DIR.
 
     The bundle (block.onnx, head.onnx, tokenizer.json, model.json, manifest.json) runs without
     torch: `hdc predict OUT_DIR ...` with a base install. The export is checked with
-    onnx.checker and for parity with torch before it is put in place.
+    onnx.checker and for parity with torch before it is put in place. OUT_DIR must be absent,
+    empty, or a bundle hdc exported: nothing else is replaced.
     """
-    from .export import export as run
-
-    manifest = run(model, out_dir, quantize, opset, top_k)
+    try:  # export needs torch and onnx, which a runtime-only install lacks
+        from .export import export as run
+    except ImportError as e:
+        raise HdcError(f"hdc export needs torch and onnx ({e}); install them with: pip install 'hdc[train]'") from None
+    manifest = run(model, out_dir, quantize, opset, phrases or old_phrases)
     click.echo(json.dumps(manifest, indent=1))
 
 
@@ -274,15 +347,19 @@ def export(model, out_dir, quantize, opset, top_k):
     type=click.Path(file_okay=False),
     help="For several files: one JSON and one HTML page each, plus index.html.",
 )
-@click.option("--top", type=click.IntRange(min=1), default=5, help="How many sentences and phrases the summary lists.")
 @click.option(
-    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
+    "--top", type=click.IntRange(min=1), default=DEFAULTS.top_sentences, help="How many sentences the summary shows."
 )
 @click.option(
-    "--block-tokens", type=click.IntRange(min=256), default=65536, help="Longer documents are streamed and summarised."
+    "--phrases",
+    type=click.IntRange(min=1),
+    default=DEFAULTS.top_phrases,
+    help="How many selected phrases per query the summary shows.",
 )
-@_threads
-def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_tokens, threads):
+@THRESHOLD
+@BLOCK_TOKENS
+@THREADS
+def inspect(model, inputs, json_path, html_path, out_dir, top, phrases, threshold, block_tokens, threads):
     """Show why MODEL labelled each FILE (or - for stdin): word, phrase and sentence weights and
     the phrases the sparse path selected, lined up with the text.
 
@@ -290,9 +367,10 @@ def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_
     --block-tokens is streamed, and its report keeps the selected phrases and the top sentences
     with their context.
     """
-    from .explain import inspect as run
-
-    summaries, errors = run(model, list(inputs), json_path, html_path, out_dir, top, threshold, block_tokens, threads)
+    options = settings(
+        threshold=threshold, block_tokens=block_tokens, threads=threads, top_sentences=top, top_phrases=phrases
+    )
+    summaries, errors = inspect_documents(model, list(inputs), json_path, html_path, out_dir, options)
     if not (json_path or html_path or out_dir):
         click.echo("\n\n".join(summaries))
     if errors:
@@ -305,21 +383,25 @@ def inspect(model, inputs, json_path, html_path, out_dir, top, threshold, block_
 @click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port; 0 picks a free one.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=10 << 20, help="Largest request body accepted.")
-@click.option("--k", type=click.IntRange(min=1), default=3, help="How many top labels each record lists.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="Threads that classify; 0: one per CPU core.")
 @click.option(
-    "--threshold", type=click.FloatRange(0, 1), default=0.5, help="Probability for a label (multi-label models)."
+    "--token",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on /classify and /labels; default: $HDC_SERVE_TOKEN if set.",
 )
-@_threads
-def serve(model, host, port, max_bytes, k, threshold, threads):
+@TOP_K
+@OLD_K
+@THRESHOLD
+@THREADS
+def serve(model, host, port, max_bytes, workers, token, top_k, old_k, threshold, threads):
     """Serve MODEL (a bundle, or a run directory) over HTTP: POST /classify, GET /health, GET /labels.
 
     \b
     curl -s localhost:8000/classify -d '{"text": "Heavy rain is expected tomorrow."}'
     curl -s localhost:8000/classify -d '{"texts": ["first document", "second document"]}'
     """
-    from .serve import serve as run
-
-    run(model, host=host, port=port, threads=threads, max_bytes=max_bytes, k=k, threshold=threshold)
+    options = settings(top_k=top_k, old_k=old_k, threshold=threshold, threads=threads)
+    serve_model(model, host=host, port=port, settings=options, max_bytes=max_bytes, workers=workers, token=token)
 
 
 def main() -> None:

@@ -16,25 +16,69 @@ import yaml
 
 from .errors import UsageError
 
+BOUNDS = (("low", "at least"), ("above", "above"), ("high", "at most"), ("below", "below"))
+
+
+def ranged(default, low=None, high=None, *, above=None, below=None):
+    """A config field whose value (for a tuple, each item) must be at least `low`, above
+    `above`, at most `high` and below `below`, where given. Checked when the config is built, so
+    a bad value fails at once, naming its key."""
+    return field(default=default, metadata={"low": low, "above": above, "high": high, "below": below})
+
+
+def _fits(value: float, bounds: dict) -> bool:
+    """`not` on each failing test, so NaN (false in every comparison) never fits."""
+    return not (
+        (bounds["low"] is not None and not value >= bounds["low"])
+        or (bounds["above"] is not None and not value > bounds["above"])
+        or (bounds["high"] is not None and not value <= bounds["high"])
+        or (bounds["below"] is not None and not value < bounds["below"])
+    )
+
+
+class Checked:
+    """Checks every `ranged` field of a section's dataclass, then the section's own rules."""
+
+    SECTION = ""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if not any(f.metadata.get(key) is not None for key, _ in BOUNDS):
+                continue
+            value = getattr(self, f.name)
+            if not all(_fits(item, f.metadata) for item in (value if isinstance(value, tuple) else (value,))):
+                rule = " and ".join(
+                    "finite" if f.metadata[key] == float("inf") else f"{text} {f.metadata[key]:g}"
+                    for key, text in BOUNDS
+                    if f.metadata[key] is not None
+                )
+                raise UsageError(f"{self.SECTION}.{f.name} must be {rule}, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields."""
+
 
 @dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 16384  # size of the BPE vocabulary trained on the training split
-    embed_dim: int = 0  # width of the token embeddings; 0 means d_model (--embeddings sets it)
-    d_model: int = 96
-    heads: int = 4
-    layers: int = 1  # encoder layers inside each phrase
-    ff_mult: int = 4
-    dropout: float = 0.1
-    phrase_tokens: int = 32  # T: a sentence is cut into phrases of at most T tokens
-    sentence_tokens: int = 256  # longer sentences are cut into pieces of this many tokens
-    queries: int = 2  # M learned retrieval queries of the sparse path
-    top_k: int = 8  # K phrases selected per query, whatever the document's length
+class ModelConfig(Checked):
+    SECTION = "model"
+
+    vocab_size: int = ranged(16384, 1)  # size of the BPE vocabulary trained on the training split
+    embed_dim: int = ranged(0, 0)  # width of the token embeddings; 0 means d_model (--embeddings sets it)
+    d_model: int = ranged(96, 1)
+    heads: int = ranged(4, 1)
+    layers: int = ranged(1, 1)  # encoder layers inside each phrase
+    ff_mult: int = ranged(4, 1)
+    dropout: float = ranged(0.1, 0, below=1)
+    phrase_tokens: int = ranged(32, 1)  # T: a sentence is cut into phrases of at most T tokens
+    sentence_tokens: int = ranged(256, 1)  # longer sentences are cut into pieces of this many tokens
+    queries: int = ranged(2, 1)  # M learned retrieval queries of the sparse path
+    top_k: int = ranged(8, 1)  # K phrases selected per query, whatever the document's length
     sparse: bool = True  # the HSA path: top-K phrase retrieval
     dense: bool = True  # the HAN path: attention pooling over all sentences
-    ngram_orders: tuple[int, ...] = ()  # hashed char n-gram branch, e.g. [2, 3, 4, 5]; () turns it off
-    ngram_buckets: int = 262144  # hash table rows; each holds an ngram_dim-wide embedding
-    ngram_dim: int = 64
+    ngram_orders: tuple[int, ...] = ranged((), 1)  # hashed char n-gram branch, e.g. [2, 3, 4, 5]; () turns it off
+    ngram_buckets: int = ranged(262144, 1)  # hash table rows; each holds an ngram_dim-wide embedding
+    ngram_dim: int = ranged(64, 1)
     # The n-grams of the text as written (case and whitespace kept, across words) instead of
     # scikit-learn's char_wb ones (lower-cased, within words); see hdc.text.char_ngrams.
     ngram_raw: bool = False
@@ -43,7 +87,9 @@ class ModelConfig:
     # the jointly trained branch stops where the deep part's epochs stop, well short of that.
     ngram_linear: bool = False
 
-    def __post_init__(self):
+    def check(self) -> None:
+        if self.d_model % self.heads:
+            raise UsageError(f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})")
         if self.ngram_tf not in ("sublinear", "binary"):
             raise UsageError(f"model.ngram_tf must be sublinear or binary, got {self.ngram_tf!r}")
         if self.ngram_linear and not self.ngram_orders:
@@ -56,68 +102,62 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
+    SECTION = "data"
+
     text_column: str = "text"  # for CSV/TSV and JSONL
     label_column: str = "label"
-    max_tokens: int = 4096  # training and validation documents keep their first max_tokens tokens
+    max_tokens: int = ranged(4096, 1)  # training and validation documents keep their first max_tokens tokens
     # Held out of --train, stratified, when --valid is not given. 0 holds nothing out: a refit on
     # all the data, once settings and max_epochs were chosen on validation; the last epoch is kept.
-    valid_fraction: float = 0.1
-
-    def __post_init__(self):
-        if not 0 <= self.valid_fraction < 1:
-            raise UsageError(f"data.valid_fraction must be at least 0 and below 1, got {self.valid_fraction!r}")
+    valid_fraction: float = ranged(0.1, 0, below=1)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 13
-    max_epochs: int = 10
-    max_steps: int = -1  # stop after this many optimizer steps; -1: no limit
-    batch_tokens: int = 16384  # cap on padded tokens per batch
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    label_smoothing: float = 0.1
-    sentence_dropout: float = 0.0  # drop each training sentence with this probability (a regularizer)
-    token_dropout: float = 0.0  # drop each training token with this probability
-    ngram_min_df: int = 1  # n-gram buckets in fewer training documents get no weight
+class TrainConfig(Checked):
+    SECTION = "train"
+
+    seed: int = ranged(13, 0)
+    max_epochs: int = ranged(10, 1)
+    max_steps: int = ranged(-1, -1)  # stop after this many optimizer steps; -1: no limit
+    step_tokens: int = ranged(16384, 1)  # cap on the padded tokens of one training step's batch
+    lr: float = ranged(2e-3, above=0, below=float("inf"))
+    weight_decay: float = ranged(0.01, 0, below=float("inf"))
+    warmup_steps: int = ranged(50, 0)
+    label_smoothing: float = ranged(0.1, 0, below=1)
+    sentence_dropout: float = ranged(0.0, 0, below=1)  # drop each training sentence with this probability
+    token_dropout: float = ranged(0.0, 0, below=1)  # drop each training token with this probability
+    ngram_min_df: int = ranged(1, 0)  # n-gram buckets in fewer training documents get no weight
     # The n-gram table's learning rate (plain SGD, on the same schedule as `lr`). Its inputs are
     # L2-normalised TF-IDF weights of a few thousand n-grams, about 0.02 each, hence the size.
-    ngram_lr: float = 50.0
+    ngram_lr: float = ranged(50.0, 0, below=float("inf"))
     # The n-gram linear classifier (model.ngram_linear): a LinearSVC's C, and how much its
     # scores weigh against the logits. Every pair is scored on validation and the best kept;
     # without validation the middle value of each.
-    ngram_linear_c: tuple[float, ...] = (1.0, 3.0, 10.0)
-    ngram_linear_scale: tuple[float, ...] = (1.0, 2.0, 4.0)
-    patience: int = 3  # early stopping on validation macro-F1, in epochs
+    ngram_linear_c: tuple[float, ...] = ranged((1.0, 3.0, 10.0), above=0, below=float("inf"))
+    ngram_linear_scale: tuple[float, ...] = ranged((1.0, 2.0, 4.0), above=0, below=float("inf"))
+    patience: int = ranged(3, 0)  # early stopping on validation macro-F1, in epochs
     # Validate and save an exponential moving average of the weights, updated after every step
     # with this decay (0: off; 0.995 averages over about the last 200 steps).
-    ema_decay: float = 0.0
-    curriculum_epochs: int = 0  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
-    dense_warmup_steps: int = 0  # curriculum: the dense path fades in over these steps
+    ema_decay: float = ranged(0.0, 0, below=1)
+    curriculum_epochs: int = ranged(0, 0)  # epoch e < this trains on documents of <= max_tokens / 2^(this - e) tokens
+    dense_warmup_steps: int = ranged(0, 0)  # curriculum: the dense path fades in over these steps
     # Phrases selected per query in training steps (0: model.top_k). Fewer than at inference
     # makes retrieval rank the deciding phrase near the top, not merely among the K: a long
     # document has far more phrases competing for the K slots than any training document.
-    select_k: int = 0
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    select_k: int = ranged(0, 0)
+    threads: int = ranged(0, 0)  # torch intra-op threads; 0 keeps torch's default
     accelerator: str = "cpu"
-    devices: int = 1
-    num_nodes: int = 1
+    devices: int = ranged(1, 1)
+    num_nodes: int = ranged(1, 1)
     strategy: str = "auto"  # e.g. ddp, ddp_spawn
     deterministic: bool = True
 
-    def __post_init__(self):
-        for name in ("sentence_dropout", "token_dropout", "ema_decay"):  # fractions: 995 is a typo
-            if not 0 <= getattr(self, name) < 1:
-                raise UsageError(f"train.{name} must be at least 0 and below 1, got {getattr(self, name)!r}")
-        for name in ("ngram_linear_c", "ngram_linear_scale"):
-            if not getattr(self, name) or min(getattr(self, name)) <= 0:
-                raise UsageError(f"train.{name} must be a list of numbers above 0, got {list(getattr(self, name))!r}")
-        if not self.lr > 0 or not self.ngram_lr >= 0:  # the n-gram table's steps scale by ngram_lr / lr
-            raise UsageError(
-                f"train.lr must be above 0 and train.ngram_lr at least 0, got {self.lr!r} and {self.ngram_lr!r}"
-            )
+    def check(self) -> None:
+        if self.max_steps == 0:
+            raise UsageError("train.max_steps must be -1 (no limit) or at least 1, got 0")
+        if not self.ngram_linear_c or not self.ngram_linear_scale:
+            raise UsageError("train.ngram_linear_c and train.ngram_linear_scale must each list at least one number")
 
 
 @dataclass(frozen=True)
@@ -125,6 +165,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class InferenceConfig(Checked):
+    """How a trained model is run: set by the command line of predict, evaluate, inspect and
+    serve, never saved with the model. The defaults here are the flags' defaults."""
+
+    SECTION = "inference"
+
+    top_labels: int = ranged(3, 1)  # labels listed per document, best first (--top-k)
+    threshold: float = ranged(0.5, 0, 1)  # a multi-label model gives every label at or above it
+    batch_tokens: int = ranged(32768, 256)  # short documents are batched up to this many padded tokens
+    block_tokens: int = ranged(65536, 256)  # longer documents are streamed in blocks of this many tokens
+    threads: int = ranged(0, 0)  # CPU threads; 0 lets the backend choose
+    top_sentences: int = ranged(5, 1)  # sentences an inspection summary shows (--top)
+    top_phrases: int = ranged(3, 1)  # selected phrases per query it shows (--phrases)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -151,7 +207,15 @@ def _coerce(value, hint, where: str):
     return value
 
 
+# Keys that were renamed, old -> new: configs and saved models that use the old name still load.
+RENAMED = {"train.batch_tokens": "train.step_tokens"}
+
+
 def _build(cls: type, values: dict, where: str):
+    renamed = {
+        old.partition(".")[2]: new.partition(".")[2] for old, new in RENAMED.items() if old.startswith(where + ".")
+    }
+    values = {renamed.get(k, k): v for k, v in values.items()}
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known

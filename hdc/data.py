@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sklearn.model_selection import train_test_split
+
 from .errors import HdcError, UsageError
 
 CHUNK_BYTES = 1 << 20  # long files are read and tokenized this many bytes at a time
@@ -471,8 +473,6 @@ def check_known_labels(examples: list[Example], known: list[str] | tuple[str, ..
 
 def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Hold out a stratified fraction for validation (multi-label data: by first label)."""
-    from sklearn.model_selection import train_test_split
-
     strata = [e.labels[0] for e in examples]
     rare = [label for label, n in Counter(strata).items() if n < 2]
     if rare:
@@ -514,52 +514,48 @@ def _file_document(path: Path) -> Document | BadInput:
     return Document("path", name, path=path)
 
 
-def _jsonl_documents(path: Path, text_column: str) -> Iterator[Document | BadInput]:
-    try:
-        f = TextFile(path)
-    except OSError as e:
-        yield BadInput("path", str(path), f"cannot read: {e.strerror}")
-        return
-    with f:
-        for number, row, replaced in _jsonl_rows(f.lines()):
-            where = f"{path}:{number}"
-            if isinstance(row, str):
-                yield BadInput("id", where, row)
-            elif not isinstance(row.get(text_column), str):
-                yield BadInput(
-                    "id", where, f"expected a JSON object with a string {text_column!r} field (--text-column)"
-                )
-            else:
-                document = Document("id", str(row["id"]) if "id" in row else where, text=row[text_column])
-                if replaced:
-                    document.warn(replaced_warning(replaced))
-                if f.note:
-                    document.warn(f.note)
-                yield document
+def _jsonl_documents(path: Path, f: TextFile, text_column: str) -> Iterator[Document | BadInput]:
+    """A JSONL file: one document per line, its text in `text_column`, named by its "id"."""
+    for number, row, replaced in _jsonl_rows(f.lines()):
+        where = f"{path}:{number}"
+        if isinstance(row, str):
+            yield BadInput("id", where, row)
+        elif not isinstance(row.get(text_column), str):
+            yield BadInput("id", where, f"expected a JSON object with a string {text_column!r} field (--text-column)")
+        else:
+            document = Document("id", str(row["id"]) if "id" in row else where, text=row[text_column])
+            if replaced:
+                document.warn(replaced_warning(replaced))
+            if f.note:
+                document.warn(f.note)
+            yield document
 
 
-def _table_documents(path: Path, text_column: str) -> Iterator[Document | BadInput]:
+def _table_documents(path: Path, f: TextFile, text_column: str) -> Iterator[Document | BadInput]:
     """A CSV/TSV file as a table of documents: one per row, its text in `text_column`, named by
     the "id" column where there is one."""
     try:
+        rows, header = _table(path, f, {text_column: "--text-column"})
+        t, named = header.index(text_column), "id" in header
+        for number, row in rows:
+            where = f"{path}:{number}"
+            if len(row) != len(header):
+                yield BadInput("id", where, f"{len(row)} fields but the header has {len(header)}; quote the delimiter")
+            else:
+                yield Document("id", row[header.index("id")] if named else where, text=row[t])
+    except HdcError as e:
+        yield BadInput("path", str(path), str(e).removeprefix(f"{path}:1: ").removeprefix(f"{path}: "))
+
+
+def _many_documents(path: Path, read, text_column: str) -> Iterator[Document | BadInput]:
+    """The documents that `read` (_jsonl_documents, _table_documents) finds in one file."""
+    try:
         f = TextFile(path)
     except OSError as e:
         yield BadInput("path", str(path), f"cannot read: {e.strerror}")
         return
     with f:
-        try:
-            rows, header = _table(path, f, {text_column: "--text-column"})
-            t, named = header.index(text_column), "id" in header
-            for number, row in rows:
-                where = f"{path}:{number}"
-                if len(row) != len(header):
-                    yield BadInput(
-                        "id", where, f"{len(row)} fields but the header has {len(header)}; quote the delimiter"
-                    )
-                else:
-                    yield Document("id", row[header.index("id")] if named else where, text=row[t])
-        except HdcError as e:
-            yield BadInput("path", str(path), str(e).removeprefix(f"{path}:1: ").removeprefix(f"{path}: "))
+        yield from read(path, f, text_column)
 
 
 def _stdin_documents() -> Iterator[Document]:
@@ -604,9 +600,9 @@ def iter_documents(
             return
         suffix = path.suffix.lower()
         if suffix in JSONL:
-            yield from _jsonl_documents(path, text_column)
+            yield from _many_documents(path, _jsonl_documents, text_column)
         elif suffix in TABLES:
-            yield from _table_documents(path, text_column)
+            yield from _many_documents(path, _table_documents, text_column)
         else:
             yield _file_document(path)
 

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from .config import InferenceConfig
 from .data import Document, check_known_labels, load_examples
 from .errors import HdcError
 from .io import atomic_open, check_overwrite, make_parent, write_atomic
-from .metrics import confusion, decide, scores
-from .predict import load_predictor
+from .metrics import confusion, scores
+from .predictor import load_predictor
+from .schema import decide, targets
 
 
 def evaluate(
@@ -22,26 +25,23 @@ def evaluate(
     report: str | Path | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
-    batch_tokens: int = 32768,
-    block_tokens: int = 65536,
-    threads: int = 0,
+    settings: InferenceConfig = InferenceConfig(),
 ) -> dict:
     """Score `model` on the labelled `data`, read with the model's text and label columns unless
     others are given; with `report`, also write report.json and confusion.png there."""
     if report is not None:
         report = make_parent(Path(report) / "report.json", "--report").parent
         check_overwrite(report / "report.json", lambda head: head.startswith(b'{\n "model": '), "--report")
-    predictor = load_predictor(model, threads)
+    predictor = load_predictor(model, settings)
     columns = predictor.info.config.data
     examples = load_examples(data, text_column or columns.text_column, label_column or columns.label_column)
     labels, multilabel = predictor.labels, predictor.info.multilabel
     check_known_labels(examples, labels, multilabel)
-    index = {label: i for i, label in enumerate(labels)}
 
     start = time.perf_counter()
     probabilities = []
     documents = (Document("id", e.id, text=e.text) for e in examples)
-    for n, (example, outcome) in enumerate(zip(examples, predictor.run(documents, batch_tokens, block_tokens)), 1):
+    for n, (example, outcome) in enumerate(zip(examples, predictor.run(documents)), 1):
         if not outcome.ok:
             raise HdcError(f"{example.where}: {outcome.error}")
         probabilities.append(outcome.probabilities)
@@ -50,14 +50,8 @@ def evaluate(
     seconds = time.perf_counter() - start
     probabilities = np.stack(probabilities)
 
-    if multilabel:
-        y_true = np.zeros((len(examples), len(labels)), np.int64)
-        for row, e in enumerate(examples):
-            for label in e.labels:
-                y_true[row, index[label]] = 1
-    else:
-        y_true = np.asarray([index[e.label] for e in examples])
-    y_pred = decide(probabilities, multilabel)
+    y_true = targets((e.labels for e in examples), labels, multilabel).astype(np.int64)
+    y_pred = decide(probabilities, multilabel, settings.threshold)
     result = scores(y_true, y_pred, labels, multilabel)
     result["seconds"] = round(seconds, 3)
     result["documents_per_s"] = round(len(examples) / max(seconds, 1e-9), 2)
@@ -84,13 +78,9 @@ def write_report(out: Path, result: dict, y_true, y_pred, labels, multilabel: bo
     }
     write_atomic(out / "report.json", json.dumps(payload, indent=1))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = 1.5 + 0.55 * len(labels)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))  # no pyplot: no global backend, no window
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -108,7 +98,6 @@ def write_report(out: Path, result: dict, y_true, y_pred, labels, multilabel: bo
     fig.tight_layout()
     with atomic_open(out / "confusion.png", "wb") as f:
         fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
 
 
 def format_table(result: dict) -> str:

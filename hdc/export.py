@@ -15,7 +15,6 @@ then renamed into place, so a failed or interrupted export leaves no half bundle
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -23,31 +22,40 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from . import __version__
-from .checkpoint import TorchBackend, load_checkpoint
+from .checkpoint import TorchBackend, model_from_checkpoint, read_checkpoint
+from .config import InferenceConfig
 from .data import Document
 from .errors import HdcError, UsageError
-from .io import current_umask, swap_in, write_atomic
-from .model import INPUTS, NGRAM_INPUTS, STATE, WEIGHTS, HierarchicalClassifier
-from .predict import ModelInfo, Predictor, load_predictor
-from .runtime import FORMAT
+from .io import current_umask, sha256, swap_in, write_atomic
+from .model import HierarchicalClassifier
+from .predictor import Predictor, load_predictor
+from .schema import (
+    FORMAT,
+    HEAD_OUTPUTS,
+    HEAD_STATE,
+    INPUTS,
+    NGRAM_INPUTS,
+    STATE,
+    WEIGHTS,
+    BundleLayout,
+    ModelInfo,
+    checkpoint_file,
+    head_inputs,
+)
 
 PARITY_TOLERANCE = {None: 1e-4, "int8": 0.15}  # max |p_torch - p_onnx| allowed before export fails
 # The first opset with the Attention operator, which ONNX Runtime runs as one fused kernel; with
 # an older one the exporter spells attention out in a dozen ops (2.4x slower, measured alone).
 OPSET = 23
-HEAD_STATE = ("dense_sum", "dense_acc", "top_scores", "top_states", "spare_scores")
-
-
-def head_inputs(model: HierarchicalClassifier) -> tuple[str, ...]:
-    return HEAD_STATE + (NGRAM_INPUTS if model.config.ngram_orders else ())
 
 
 class BlockGraph(nn.Module):
@@ -63,30 +71,14 @@ class BlockGraph(nn.Module):
 class HeadGraph(nn.Module):
     def __init__(self, model: HierarchicalClassifier):
         super().__init__()
-        self.model, self.names = model, head_inputs(model)
+        self.model, self.names = model, head_inputs(bool(model.config.ngram_orders))
 
     def forward(self, dense_sum, dense_acc, top_scores, top_states, spare_scores, ngram_ids=None, ngram_counts=None):
-        state = dict(
-            dense_sum=dense_sum,
-            dense_acc=dense_acc,
-            top_scores=top_scores,
-            top_states=top_states,
-            spare_scores=spare_scores,
-            ngram_ids=ngram_ids,
-            ngram_counts=ngram_counts,
-        )
-        return self.model.classify({name: state[name] for name in self.names})
+        inputs = (dense_sum, dense_acc, top_scores, top_states, spare_scores, ngram_ids, ngram_counts)
+        return self.model.classify(dict(zip(self.names, inputs)))  # HEAD_STATE + NGRAM_INPUTS, in order
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> None:
+def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: int) -> None:
     c = model.config
     B, P, S, Q, T, M, K, D = 2, 11, 4, 3, c.phrase_tokens, c.queries, c.top_k, c.d_model
     # Sizes >= 2 everywhere: a traced size of 1 would be baked into the graph.
@@ -118,7 +110,7 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> N
             torch.onnx.export(
                 BlockGraph(model),
                 tuple(block_args),
-                folder / "block.onnx",
+                bundle.block,
                 input_names=list(INPUTS),
                 output_names=list(STATE + WEIGHTS),
                 dynamic_shapes=block_shapes,
@@ -127,13 +119,12 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> N
                 opset_version=opset,
                 verbose=False,
             )
-            model.ngram_gather = True
             torch.onnx.export(
                 HeadGraph(model),
                 tuple(head_args),
-                folder / "head.onnx",
-                input_names=list(head_inputs(model)),
-                output_names=["logits", "fusion"],
+                bundle.head,
+                input_names=list(head_inputs(bool(c.ngram_orders))),
+                output_names=list(HEAD_OUTPUTS),
                 dynamic_shapes=head_shapes,
                 dynamo=True,
                 external_data=False,
@@ -141,15 +132,17 @@ def _export_graphs(model: HierarchicalClassifier, folder: Path, opset: int) -> N
                 verbose=False,
             )
     finally:
-        model.ngram_gather = False
         exporter_log.setLevel(level)
 
 
 def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
-    """Labels, config and versions in metadata_props, then onnx.checker."""
-    import onnx
-
+    """Labels, config and versions in metadata_props, then onnx.checker. What the exporter
+    records of each node's origin (stack traces with this machine's paths, FX node names) is
+    dropped: the same checkpoint then gives the same bytes, wherever it is exported."""
     graph = onnx.load(path)
+    for holder in (*graph.graph.node, *graph.graph.value_info, *graph.graph.input, *graph.graph.output):
+        del holder.metadata_props[:]
+        holder.doc_string = ""
     props = {
         "hdc_version": __version__,
         "torch_version": torch.__version__,
@@ -165,8 +158,6 @@ def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
 
 
 def _quantize(path: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     quantized = path.with_suffix(".int8.onnx")
     # The weights only: left to itself, quantize_dynamic would also rewrite the opset-23 Attention
     # node as com.microsoft's QAttention, a different operator that then fails to load.
@@ -193,13 +184,11 @@ def parity_documents(info: ModelInfo, seed: int = 0) -> list[Document]:
     return [Document("id", f"parity-{n}", text=text(n)) for n in (25, 40, 500, 5000)]
 
 
-def parity(reference: Predictor, candidate: Predictor, documents: list[Document], block_tokens: int) -> float:
-    """Max |probability difference| over the documents; block_tokens small enough that the
-    longest document is streamed over several blocks."""
+def parity(reference: Predictor, candidate: Predictor, documents: list[Document]) -> float:
+    """Max |probability difference| over the documents. Set the predictors' block_tokens small
+    enough that the longest document is streamed over several blocks."""
     worst = 0.0
-    runs = [
-        p.run(documents, batch_tokens=4096, block_tokens=block_tokens, progress=False) for p in (reference, candidate)
-    ]
+    runs = [p.run(documents, progress=False) for p in (reference, candidate)]
     for a, b in zip(*runs):
         if not (a.ok and b.ok):
             raise HdcError(f"parity check failed on {a.item.name}: {a.error or b.error}")
@@ -216,8 +205,8 @@ def check_bundle_target(out: Path) -> None:
         raise UsageError(f"{out}: exists and is a file; export writes a bundle folder, so choose another OUT_DIR")
     names = {p.name for p in out.iterdir()}
     try:
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        ours = set(manifest["files"]) | {"manifest.json"}
+        manifest = json.loads(BundleLayout(out).manifest.read_text(encoding="utf-8"))
+        ours = set(manifest["files"]) | {BundleLayout.MANIFEST}
     except (OSError, ValueError, KeyError, TypeError):
         ours = set()
     foreign = sorted(names - ours)
@@ -237,50 +226,46 @@ def export(
 ) -> dict:
     """Export MODEL (run directory or checkpoint) to the bundle folder OUT. Returns the manifest.
     top_k: phrases the bundle selects per query, if not the model's (model.top_k)."""
-    model_path, out = Path(model_path), Path(out)
-    checkpoint = model_path / "checkpoints" / "best.ckpt" if model_path.is_dir() else model_path
-    if not checkpoint.exists():
-        raise UsageError(f"{model_path}: no checkpoint to export (expected a run directory or a .ckpt file)")
+    out = Path(out)
+    checkpoint_path = checkpoint_file(model_path)
     check_bundle_target(out)
-    model, info = load_checkpoint(checkpoint)
-    if top_k:
-        # An inference setting: no weight depends on how many phrases are selected.
-        config = replace(info.config, model=replace(info.config.model, top_k=top_k))
-        model.config, info = config.model, replace(info, config=config)
+    checkpoint = read_checkpoint(checkpoint_path)
+    model, info = model_from_checkpoint(checkpoint, checkpoint_path, top_k, export=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         work.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
-        print(f"export: tracing {checkpoint}", file=sys.stderr)
-        _export_graphs(model, work, opset or OPSET)
+        bundle = BundleLayout(work)
+        print(f"export: tracing {checkpoint_path}", file=sys.stderr)
+        _export_graphs(model, bundle, opset or OPSET)
         if quantize == "int8":
-            _quantize(work / "block.onnx")
-            _quantize(work / "head.onnx")  # it holds the n-gram table
-        (work / "tokenizer.json").write_text(info.tokenizer, encoding="utf-8")
-        tokenizer_sha = _sha256(work / "tokenizer.json")
-        for name in ("block.onnx", "head.onnx"):
-            _stamp(work / name, info, {"tokenizer_sha256": tokenizer_sha, "quantize": quantize or "none"})
+            _quantize(bundle.block)
+            _quantize(bundle.head)  # it holds the n-gram table
+        bundle.tokenizer.write_text(info.tokenizer, encoding="utf-8")
+        for graph in (bundle.block, bundle.head):
+            _stamp(graph, info, {"tokenizer_sha256": sha256(bundle.tokenizer), "quantize": quantize or "none"})
         description = info.to_dict() | {"format": FORMAT, "quantize": quantize, "torch_version": torch.__version__}
         del description["tokenizer"]
-        (work / "model.json").write_text(json.dumps(description, indent=1), encoding="utf-8")
-        files = sorted(p.name for p in work.iterdir())
+        bundle.description.write_text(json.dumps(description, indent=1), encoding="utf-8")
         manifest = {
             "format": FORMAT,
             "hdc_version": __version__,
-            "files": {name: _sha256(work / name) for name in files},
+            "files": {name: sha256(work / name) for name in bundle.FILES},
         }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        bundle.manifest.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
         print("export: checking parity with torch", file=sys.stderr)
-        reference = Predictor(TorchBackend(model), info, str(checkpoint))
-        difference = parity(reference, load_predictor(work), parity_documents(info), block_tokens=1024)
+        settings = InferenceConfig(batch_tokens=4096, block_tokens=1024)  # the longest document in blocks
+        reference_model, _ = model_from_checkpoint(checkpoint, checkpoint_path, top_k)
+        reference = Predictor(TorchBackend(reference_model), info, str(checkpoint_path), settings)
+        difference = parity(reference, load_predictor(work, settings), parity_documents(info))
         tolerance = PARITY_TOLERANCE[quantize]
         if difference > tolerance:
             raise HdcError(
                 f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})"
             )
         manifest["parity_max_abs_diff"] = difference
-        write_atomic(work / "manifest.json", json.dumps(manifest, indent=1))
+        write_atomic(bundle.manifest, json.dumps(manifest, indent=1))
 
         swap_in(work, out)
     except BaseException:

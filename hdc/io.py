@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -63,6 +64,15 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator:
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
+
+
+def sha256(path: str | Path) -> str:
+    """The file's sha256, read in pieces of 1 MB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_overwrite(path: str | Path, ours: Callable[[bytes], bool], flag: str) -> None:

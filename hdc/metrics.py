@@ -1,16 +1,10 @@
-"""Classification metrics with scikit-learn, for validation during training and for `hdc evaluate`."""
+"""Classification metrics with scikit-learn, for validation during training and for `hdc evaluate`.
+Predictions come from hdc.schema.decide."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-
-def decide(probabilities: np.ndarray, multilabel: bool, threshold: float = 0.5) -> np.ndarray:
-    """Predictions from probabilities [N, C]: class indices [N], or a 0/1 matrix [N, C]."""
-    if multilabel:
-        return (probabilities >= threshold).astype(np.int64)
-    return probabilities.argmax(-1)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str] | tuple[str, ...], multilabel: bool) -> dict:

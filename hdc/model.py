@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .schema import NEG
 
-NEG = -1e9  # a finite "minus infinity": masked scores stay finite, so nothing turns into NaN
 # Below this lead over the best phrase left out, the K-th selected phrase's fusion weight fades to
 # zero (inference only): the output stays continuous where the top-K flips, so two runtimes whose
 # scores differ by rounding (~1e-6) agree even on a near-tie. On the news validation split, 1.3%
@@ -56,15 +56,6 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     """Softmax over the entries where `mask` is True. A row with no True entry gives zeros."""
     weights = torch.softmax(scores.masked_fill(~mask, NEG), dim)
     return weights * mask
-
-
-# The block state: what `encode` returns for a block, and what the streaming driver merges.
-STATE = ("dense_max", "dense_sum", "dense_acc", "top_scores", "top_phrases", "top_states", "spare_scores")
-# The n-gram branch's input: a document's distinct buckets and their counts, padded with 0.
-NGRAM_INPUTS = ("ngram_ids", "ngram_counts")
-# What `encode` also returns for inspection: never merged, only mapped back to the text.
-WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
-INPUTS = ("tokens", "phrase_sentence", "sentence_phrases", "selectable")
 
 
 @dataclass
@@ -158,17 +149,19 @@ class AttentionPool(nn.Module):
 
 
 class HierarchicalClassifier(nn.Module):
-    def __init__(self, config: ModelConfig, num_classes: int):
+    """export=True builds the model for ONNX export (hdc.export): the n-gram branch gathers its
+    table rows and sums them instead of calling embedding_bag, which exports as a loop that int8
+    quantization cannot handle."""
+
+    def __init__(self, config: ModelConfig, num_classes: int, export: bool = False):
         super().__init__()
         self.config = c = config
+        self.export = export
         D, T = c.d_model, c.phrase_tokens
         embed_dim = c.embed_dim or D
-        # The training curriculum fades the dense path in (hdc/train.py); saved, so a model
+        # The training curriculum fades the dense path in (set_dense_scale); saved, so a model
         # stopped early is used as it was trained.
         self.register_buffer("dense_scale", torch.ones(()))
-        # Phrases selected per query in training mode; hdc/train.py may lower it (train.select_k).
-        # Evaluation and inference select c.top_k.
-        self.train_select_k = c.top_k
 
         # word level
         self.embed = nn.Embedding(c.vocab_size, embed_dim, padding_idx=0)
@@ -202,21 +195,37 @@ class HierarchicalClassifier(nn.Module):
             # steps this table with SGD). Row 0 is padding.
             self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
             nn.init.normal_(self.ngram_embed.weight, std=0.02)
-            # Fixed IDF weight of each bucket, set from the training split (hdc.train); padding gets 0.
+            # Fixed IDF weight of each bucket, from the training split (set_ngram_idf); padding gets 0.
             idf = torch.ones(c.ngram_buckets + 1)
             idf[0] = 0.0
             self.register_buffer("ngram_idf", idf)
-            # For ONNX export (hdc.export): embedding_bag exports as a loop that int8
-            # quantization cannot handle; gathering the rows and summing them is plain ops.
-            self.ngram_gather = False
             if c.ngram_linear:
                 # A linear classifier on the same weighted bag, fitted to convergence once
-                # training is done (hdc.train.fit_ngram_linear); its scores add to the logits.
-                # Zero until then, so training never sees it.
+                # training is done (set_ngram_linear); its scores add to the logits. Zero until
+                # then, so training never sees it.
                 self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
                 self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
         head_in = D + (c.ngram_dim if c.ngram_orders else 0)
         self.head = nn.Linear(head_in, num_classes)
+
+    # ----------------------------------------------------------------------------------------
+    # the parts that are set rather than trained
+
+    @torch.no_grad()
+    def set_dense_scale(self, scale: float) -> None:
+        """How much of the dense path enters the document vector (a training curriculum fades it in)."""
+        self.dense_scale.fill_(scale)
+
+    @torch.no_grad()
+    def set_ngram_idf(self, idf: Tensor) -> None:
+        """[buckets + 1] each n-gram bucket's IDF weight, from the training split."""
+        self.ngram_idf.copy_(idf)
+
+    @torch.no_grad()
+    def set_ngram_linear(self, weights: Tensor, bias: Tensor) -> None:
+        """[buckets + 1, C] and [C]: the fitted linear classifier on the n-gram bag (zeros: none)."""
+        self.ngram_linear.copy_(weights)
+        self.ngram_linear_bias.copy_(bias)
 
     # ----------------------------------------------------------------------------------------
     # encode: one block of phrases -> mergeable state (+ weights for inspection)
@@ -227,10 +236,12 @@ class HierarchicalClassifier(nn.Module):
         phrase_sentence: Tensor,
         sentence_phrases: Tensor,
         selectable: Tensor,
+        select_k: int | None = None,
     ) -> dict[str, Tensor]:
         """tokens [B, P, T] (0 = padding); phrase_sentence [B, P], the sentence of each phrase (-1:
         padding); sentence_phrases [B, S, Q], the phrases of each sentence (-1: padding);
-        selectable [B, P], the phrases the sparse path may pick."""
+        selectable [B, P], the phrases the sparse path may pick. select_k: phrases selected per
+        query, if not model.top_k (training selects fewer: train.select_k)."""
         c = self.config
         B, P, T = tokens.shape
         S, Q = sentence_phrases.shape[1:]
@@ -279,7 +290,7 @@ class HierarchicalClassifier(nn.Module):
         landmarks = self.landmark(phrase)  # [B, P, D]
         phrase_scores = torch.einsum("bpd,md->bmp", landmarks, self.retrieval) / math.sqrt(D)
         phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
-        k = min(self.train_select_k if self.training else c.top_k, P)
+        k = min(select_k or c.top_k, P)
         top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
         # the best score left out, NEG if none: see TIE_MARGIN
         spare_scores = phrase_scores.scatter(-1, top_phrases, NEG).amax(-1)  # [B, M]
@@ -345,7 +356,7 @@ class HierarchicalClassifier(nn.Module):
         if c.ngram_orders:
             ids = state["ngram_ids"]  # [B, U]
             weights = ngram_weights(ids, state["ngram_counts"], self.ngram_idf, c.ngram_tf)  # [B, U]
-            if self.ngram_gather:  # exported as Gather, whose table int8 quantization stores as int8
+            if self.export:  # exported as Gather, whose table int8 quantization stores as int8
                 rows = nn.functional.embedding(ids, self.ngram_embed.weight)  # [B, U, E]
                 ngrams = torch.einsum("bu,bue->be", weights, rows)
             else:
@@ -368,8 +379,9 @@ class HierarchicalClassifier(nn.Module):
         ngram_ids: Tensor | None = None,
         ngram_counts: Tensor | None = None,
         return_attention: bool = False,
+        select_k: int | None = None,
     ):
-        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable)
+        state = self.encode(tokens, phrase_sentence, sentence_phrases, selectable, select_k)
         logits, fusion = self.classify(state | {"ngram_ids": ngram_ids, "ngram_counts": ngram_counts})
         if not return_attention:
             return logits

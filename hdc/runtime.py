@@ -6,7 +6,6 @@ CPU execution provider, all graph optimisations, and the intra-op thread count (
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import HdcError
-from .predict import ModelInfo, Predictor
-
-FORMAT = 3  # the bundle layout that hdc.export writes and this runtime reads (3: the head takes the spare scores)
+from .io import sha256
+from .schema import FORMAT, HEAD_OUTPUTS, BundleLayout, ModelInfo
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:
@@ -31,10 +29,10 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 class OrtBackend:
     def __init__(self, folder: Path, threads: int = 0):
-        options = session_options(threads)
+        options, bundle = session_options(threads), BundleLayout(folder)
         try:
-            self.block = ort.InferenceSession(str(folder / "block.onnx"), options, providers=["CPUExecutionProvider"])
-            self.head = ort.InferenceSession(str(folder / "head.onnx"), options, providers=["CPUExecutionProvider"])
+            self.block = ort.InferenceSession(str(bundle.block), options, providers=["CPUExecutionProvider"])
+            self.head = ort.InferenceSession(str(bundle.head), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise HdcError(
                 f"{folder}: cannot load the ONNX graphs ({str(e).splitlines()[0]}); re-export the bundle"
@@ -46,42 +44,50 @@ class OrtBackend:
         return dict(zip(self.block_outputs, self.block.run(self.block_outputs, inputs)))
 
     def classify(self, state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        logits, fusion = self.head.run(["logits", "fusion"], {name: state[name] for name in self.head_inputs})
+        logits, fusion = self.head.run(list(HEAD_OUTPUTS), {name: state[name] for name in self.head_inputs})
         return logits, fusion
 
 
 def verify_bundle(folder: Path) -> dict:
-    """Check the manifest's sha256 of every file; a truncated or altered bundle fails here."""
+    """Check the sha256 of every file the runtime loads against the manifest: a truncated or
+    altered bundle fails here, and so does one whose manifest leaves a file out."""
+    bundle = BundleLayout(folder)
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        files = manifest["files"]
+        manifest = json.loads(bundle.manifest.read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise HdcError(f"{folder}/manifest.json: unreadable or not an hdc manifest; re-export the bundle") from None
+        raise HdcError(f"{bundle.manifest}: unreadable or not an hdc manifest; re-export the bundle") from None
     if manifest.get("format") != FORMAT:
         raise HdcError(
             f"{folder}: bundle format {manifest.get('format')} is not {FORMAT}; re-export it with this hdc version"
         )
-    for name, expected in files.items():
+    for name in bundle.FILES:
         path = folder / name
+        if name not in files:
+            raise HdcError(f"{path}: not listed in {bundle.MANIFEST}, so it cannot be verified; re-export the bundle")
         if not path.is_file():
             raise HdcError(f"{path}: missing from the bundle; re-export it")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected:
+        digest = sha256(path)
+        if digest != files[name]:
             raise HdcError(
-                f"{path}: sha256 {digest[:12]}… does not match the manifest ({expected[:12]}…); the bundle is corrupted or was altered"
+                f"{path}: sha256 {digest[:12]}… does not match the manifest ({str(files[name])[:12]}…); "
+                "the bundle is corrupted or was altered"
             )
     return manifest
 
 
-def load_bundle(folder: str | Path, threads: int = 0) -> Predictor:
-    folder = Path(folder)
+def load_bundle(folder: Path, threads: int = 0) -> tuple[OrtBackend, ModelInfo]:
+    """The bundle's graphs in ONNX Runtime, and its ModelInfo, once every file is verified."""
     verify_bundle(folder)
+    bundle = BundleLayout(folder)
     try:
-        description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        description["tokenizer"] = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        description = json.loads(bundle.description.read_text(encoding="utf-8"))
+        description["tokenizer"] = bundle.tokenizer.read_text(encoding="utf-8")
         info = ModelInfo.from_dict(description)
-    except (OSError, ValueError, KeyError, HdcError) as e:
+        info.segmenter()  # an unreadable tokenizer fails here, naming the bundle
+    except (OSError, ValueError, KeyError, TypeError, HdcError) as e:
         raise HdcError(
-            f"{folder}: cannot read the model description, or it is from an incompatible hdc version ({e}); re-export the bundle"
+            f"{folder}: cannot read the model description, or it is from an incompatible hdc version ({e}); "
+            "re-export the bundle"
         ) from None
-    return Predictor(OrtBackend(folder, threads), info, str(folder))
+    return OrtBackend(folder, threads), info

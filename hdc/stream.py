@@ -24,10 +24,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .schema import HEAD_STATE, INPUTS, NEG, NGRAM_INPUTS, VALID
 from .text import Segments, ngram_bag
-
-NEG = -1e9  # the model's masked score (hdc.model.NEG); kept here so this module needs no torch
-VALID = NEG / 2  # scores above this are real phrases
 
 
 class Backend(Protocol):
@@ -66,13 +64,7 @@ def collate(documents: list[Segments], selectable: list[np.ndarray] | None = Non
         position = np.arange(n) - (np.cumsum(count) - count)[d.phrase_sentence]
         sentence_phrases[b, d.phrase_sentence, position] = np.arange(n)
         chosen[b, :n] = first_occurrences(d.tokens) if selectable is None else selectable[b]
-    inputs = {
-        "tokens": tokens,
-        "phrase_sentence": phrase_sentence,
-        "sentence_phrases": sentence_phrases,
-        "selectable": chosen,
-    }
-    return inputs
+    return dict(zip(INPUTS, (tokens, phrase_sentence, sentence_phrases, chosen)))
 
 
 @dataclass
@@ -222,17 +214,23 @@ class DocumentState:
         """The merged state as a batch of one, for Backend.classify, with the top-K padded to K
         (padding has score NEG and gets no weight) so that documents stack into a batch."""
         pad = self.top_k - self.top_scores.shape[1]
-        inputs = {
-            "dense_sum": np.asarray([self.dense_sum], np.float32),
-            "dense_acc": self.dense_acc[None].astype(np.float32),
-            "top_scores": np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
-            "top_states": np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
-            "spare_scores": self.spare_scores[None],
-        }
+        inputs = dict(
+            zip(
+                HEAD_STATE,
+                (
+                    np.asarray([self.dense_sum], np.float32),
+                    self.dense_acc[None].astype(np.float32),
+                    np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
+                    np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
+                    self.spare_scores[None],
+                ),
+            )
+        )
         if self.ngram_ids is not None:
             pad = max(0, 1 - len(self.ngram_ids))  # an empty bag still has one (padding) column
-            inputs["ngram_ids"] = np.pad(self.ngram_ids, (0, pad))[None].astype(np.int64)
-            inputs["ngram_counts"] = np.pad(self.ngram_counts, (0, pad))[None].astype(np.float32)
+            ids = np.pad(self.ngram_ids, (0, pad))[None].astype(np.int64)
+            counts = np.pad(self.ngram_counts, (0, pad))[None].astype(np.float32)
+            inputs |= dict(zip(NGRAM_INPUTS, (ids, counts)))
         return inputs
 
     def sentence_weight(self, score: float) -> float:

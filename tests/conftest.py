@@ -13,6 +13,19 @@ from hdc.cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "tests" / "assets"
 TINY = ROOT / "configs" / "tiny.yaml"
+# One epoch of two steps on the 240 tiny training documents.
+TWO_STEPS = ("--set", "train.max_epochs=1", "--set", "train.step_tokens=16384")
+
+
+# Python code that makes torch, lightning and onnx unimportable, as in a runtime-only install.
+BLOCK_TORCH = (
+    "import sys\n"
+    "class Blocked:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'lightning', 'onnx'):\n"
+    "            raise ImportError(f'No module named {name!r} (blocked)')\n"
+    "sys.meta_path.insert(0, Blocked())\n"
+)
 
 
 def run_cli(*args: str, input: str | None = None):

@@ -4,7 +4,7 @@ import pytest
 
 from hdc.config import Config, load_config
 from hdc.errors import UsageError
-from hdc.predict import ModelInfo
+from hdc.schema import ModelInfo
 from hdc.text import train_tokenizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -41,7 +41,7 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["train.ema_decay=995"])
     with pytest.raises(UsageError, match="data.valid_fraction must be at least 0 and below 1, got 1.0"):
         load_config(None, ["data.valid_fraction=1"])
-    with pytest.raises(UsageError, match="train.lr must be above 0 and train.ngram_lr at least 0, got 0.003 and -1.0"):
+    with pytest.raises(UsageError, match="train.ngram_lr must be at least 0 and finite, got -1.0"):
         load_config(None, ["train.lr=0.003", "train.ngram_lr=-1"])
     with pytest.raises(UsageError, match=r"model.sentence_tokens \(16\) must be at least model.phrase_tokens \(32\)"):
         load_config(None, ["model.sentence_tokens=16"])
@@ -49,5 +49,7 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["model.ngram_tf=log"])
     with pytest.raises(UsageError, match="model.ngram_linear needs the n-gram branch: set model.ngram_orders"):
         load_config(None, ["model.ngram_linear=true"])
-    with pytest.raises(UsageError, match=r"train.ngram_linear_scale must be a list of numbers above 0, got \[\]"):
+    with pytest.raises(
+        UsageError, match=r"train.ngram_linear_c and train.ngram_linear_scale must each list at least one number"
+    ):
         load_config(None, ["train.ngram_linear_scale=[]"])

@@ -7,11 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ASSETS, jsonl, run_cli
+from conftest import ASSETS, BLOCK_TORCH, jsonl, run_cli
 
+from hdc.config import InferenceConfig
 from hdc.data import Document
 from hdc.export import parity
-from hdc.predict import load_predictor
+from hdc.predictor import load_predictor
 
 
 def documents():
@@ -35,17 +36,16 @@ def test_bundle_layout_and_metadata(tiny_bundle):
 
 @pytest.mark.parametrize("block_tokens", [256, 1024, 65536])
 def test_parity_with_torch_at_several_shapes(tiny_run, tiny_bundle, block_tokens):
-    reference, candidate = load_predictor(tiny_run), load_predictor(tiny_bundle)
-    assert parity(reference, candidate, documents(), block_tokens) <= 1e-4
-    a = [o.probabilities.argmax() for o in reference.run(documents(), block_tokens=block_tokens)]
-    b = [o.probabilities.argmax() for o in candidate.run(documents(), block_tokens=block_tokens)]
+    settings = InferenceConfig(batch_tokens=4096, block_tokens=block_tokens)
+    reference, candidate = load_predictor(tiny_run, settings), load_predictor(tiny_bundle, settings)
+    assert parity(reference, candidate, documents()) <= 1e-4
+    a = [o.probabilities.argmax() for o in reference.run(documents())]
+    b = [o.probabilities.argmax() for o in candidate.run(documents())]
     assert a == b
 
 
 def test_runtime_works_with_torch_blocked(tiny_bundle):
-    code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None\nfrom hdc.cli import main\nmain()\n"
-    )
+    code = BLOCK_TORCH + "from hdc.cli import main\nmain()\n"
     result = subprocess.run(
         [sys.executable, "-c", code, "predict", str(tiny_bundle), "-"],
         input="Bake the pie for forty minutes until golden.\n",
@@ -73,7 +73,7 @@ def test_head_runs_in_bounded_batches(tiny_bundle, monkeypatch):
     monkeypatch.setattr(predictor.backend, "classify", lambda state: batches.append(1) or classify(state))
     together = np.stack([o.probabilities for o in predictor.run(documents())])
     calls = len(batches)
-    monkeypatch.setattr("hdc.predict.HEAD_BAG_ENTRIES", 1)  # every document's n-gram bag alone
+    monkeypatch.setattr("hdc.predictor.HEAD_BAG_ENTRIES", 1)  # every document's n-gram bag alone
     alone = np.stack([o.probabilities for o in predictor.run(documents())])
     assert len(batches) - calls == len(documents()) > calls
     np.testing.assert_allclose(alone, together, atol=1e-6)
@@ -112,7 +112,7 @@ def test_int8_export(tiny_run, tmp_path):
 
 
 def test_export_with_another_top_k(tiny_run, tmp_path):
-    result = run_cli("export", tiny_run, tmp_path / "k3", "--top-k", "3")  # exits 1 if parity fails
+    result = run_cli("export", tiny_run, tmp_path / "k3", "--phrases", "3")  # exits 1 if parity fails
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "k3" / "model.json").read_text())["config"]["model"]["top_k"] == 3
     outcome = next(load_predictor(tmp_path / "k3").run([Document("id", "d", text="Sunny and warm. " * 200)]))
@@ -122,7 +122,7 @@ def test_export_with_another_top_k(tiny_run, tmp_path):
 def test_parity_documents_are_the_same_in_every_process(tiny_bundle):
     # the tokenizer's vocabulary comes back in hash order, which differs between processes
     script = (
-        "import sys; from hdc.export import parity_documents; from hdc.predict import load_predictor; "
+        "import sys; from hdc.export import parity_documents; from hdc.predictor import load_predictor; "
         "print([d.read() for d in parity_documents(load_predictor(sys.argv[1]).info)])"
     )
     runs = [
@@ -130,3 +130,10 @@ def test_parity_documents_are_the_same_in_every_process(tiny_bundle):
     ]
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
+
+
+def test_the_same_checkpoint_exports_to_the_same_bytes(tiny_run, tmp_path):
+    for name in ("a", "b"):
+        assert run_cli("export", tiny_run, tmp_path / name).exit_code == 0
+    for name in ("block.onnx", "head.onnx", "tokenizer.json", "model.json", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -81,7 +81,7 @@ def test_predict_output_is_atomic_and_resumable(tiny_run, tmp_path, monkeypatch)
     output.unlink()
 
     # a run that dies after 25 records, the last one torn in half
-    from hdc.predict import Predictor
+    from hdc.predictor import Predictor
 
     run = Predictor.run
 

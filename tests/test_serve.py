@@ -66,7 +66,7 @@ def test_bad_requests(server, body, status, message):
 
 def test_unknown_paths_and_empty_text(server):
     assert request(server, "GET", "/nope")[0] == 404
-    assert request(server, "POST", "/health", "{}")[0] == 404
+    assert request(server, "POST", "/health", "{}")[0] == 405
     status, body = request(server, "POST", "/classify", json.dumps({"text": "   "}))
     assert status == 200 and "empty" in body["error"]
     # the server is still up after all of that

@@ -6,7 +6,8 @@ import torch
 
 from hdc.checkpoint import TorchBackend
 from hdc.config import ModelConfig
-from hdc.model import NEG, NGRAM_INPUTS, HierarchicalClassifier
+from hdc.model import HierarchicalClassifier
+from hdc.schema import NEG, NGRAM_INPUTS
 from hdc.stream import DocumentState, collate, first_occurrences, run_document
 from hdc.text import Segmenter, Segments, ngram_bag, train_tokenizer
 

@@ -16,7 +16,7 @@ import torch
 from conftest import ASSETS, jsonl, run_cli, same_records, tiny_train_args
 
 from hdc.io import Lock
-from hdc.predict import Predictor
+from hdc.predictor import Predictor
 
 HDC = [sys.executable, "-m", "hdc.cli"]
 

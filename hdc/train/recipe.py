@@ -1,0 +1,228 @@
+"""The training recipe: what `hdc train` runs, top to bottom.
+
+    read the labelled data -> train the tokenizer -> encode every document -> Lightning fit
+    (best and last checkpoints, early stopping) -> fit the n-gram linear classifier -> summary
+
+A run directory (hdc.schema.RunLayout) holds everything a trained model needs:
+
+    runs/NAME/
+      config.yaml  labels.json  tokenizer.json     the resolved config, the labels, the tokenizer
+      checkpoints/best.ckpt  checkpoints/last.ckpt  best by validation macro-F1, and the latest
+      logs/metrics.csv                             CSVLogger
+      summary.json                                 the best epoch and its score, epochs, seconds
+
+Without validation (data.valid_fraction=0 and no --valid, a final refit) best.ckpt is the last
+epoch's model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from .. import __version__
+from ..config import Config, config_to_dict, load_config
+from ..data import Example, check_known_labels, check_trainable, load_examples, split_examples
+from ..errors import HdcError, UsageError
+from ..io import write_atomic
+from ..schema import ModelInfo, RunLayout, targets
+from ..text import CHARS_PER_TOKEN, Segmenter, train_tokenizer
+from .batches import DocumentData, EncodedDocuments
+from .module import SELECT, LitClassifier
+from .ngram_linear import fit_ngram_linear, ngram_idf
+from .plumbing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    ProgressLog,
+    ResumableCSVLogger,
+    best_epoch,
+    claim_run,
+    drop_rows_after,
+    quiet_lightning,
+    resumed_epoch,
+)
+from .vectors import load_word_vectors
+
+
+def train(
+    config: Config,
+    train_path: str | Path,
+    valid_path: str | Path | None,
+    out: str | Path,
+    embeddings: str | Path | None = None,
+    resume: bool = False,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """Train a model and write its run directory. With resume=True, continue from
+    out/checkpoints/last.ckpt with the saved config (plus `overrides`) and tokenizer."""
+    if resume and embeddings is not None:
+        raise UsageError("--embeddings: a resumed run keeps the embeddings it was trained with; drop the flag")
+    run = RunLayout(Path(out))
+    lock = claim_run(run.root, resume)
+    try:
+        return _train(config, train_path, valid_path, run, embeddings, resume, overrides)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    config: Config,
+    train_path: str | Path,
+    valid_path: str | Path | None,
+    run: RunLayout,
+    embeddings: str | Path | None,
+    resume: bool,
+    overrides: tuple[str, ...],
+) -> dict:
+    # --- the run: a new one, or the one in --out continued from its last checkpoint
+    if resume:
+        if not run.last.exists():
+            raise UsageError(f"--resume: {run.last} does not exist; start a new run without --resume")
+        done_epoch = resumed_epoch(run.last)
+        config = load_config(run.config, overrides)
+    elif run.last.exists():
+        raise UsageError(f"--out {run.root} already holds a run; pass --resume to continue it, or choose another --out")
+
+    # --- the labelled data
+    d, t = config.data, config.train
+    train_examples = load_examples(train_path, d.text_column, d.label_column)
+    labels, multilabel = check_trainable(train_examples, str(train_path))
+    if valid_path is not None:
+        valid_examples = load_examples(valid_path, d.text_column, d.label_column)
+    elif d.valid_fraction:
+        train_examples, valid_examples = split_examples(train_examples, d.valid_fraction, t.seed)
+    else:
+        valid_examples = []
+    check_known_labels(valid_examples, labels, multilabel)
+    validate = bool(valid_examples)
+
+    # --- the tokenizer, trained on the training split (or the run's own, resumed)
+    if resume:
+        saved_labels = tuple(json.loads(run.labels.read_text(encoding="utf-8")))
+        info = ModelInfo(config, saved_labels, multilabel, run.tokenizer.read_text(encoding="utf-8"), __version__)
+        if list(info.labels) != labels:
+            raise HdcError(f"--resume: the labels of {train_path} differ from those of the run in {run.root}")
+    else:
+        # Only what segmentation keeps: a 50 MB record would otherwise cost gigabytes here.
+        kept = d.max_tokens * CHARS_PER_TOKEN
+        tokenizer = train_tokenizer((e.text[:kept] for e in train_examples), config.model.vocab_size)
+        config = replace(config, model=replace(config.model, vocab_size=tokenizer.get_vocab_size() + 1))
+        info = ModelInfo(config, tuple(labels), multilabel, tokenizer.to_str(), __version__)
+    segmenter = info.segmenter()
+    vectors = None
+    if embeddings is not None:
+        vectors = load_word_vectors(Path(embeddings), segmenter)
+        config = replace(config, model=replace(config.model, embed_dim=vectors.shape[1]))
+        info = replace(info, config=config)
+    write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_atomic(run.labels, json.dumps(list(info.labels), indent=1))
+    write_atomic(run.tokenizer, info.tokenizer)
+
+    # --- every document cut into phrases once
+    valid_note = len(valid_examples) if validate else "none (data.valid_fraction=0: the last epoch is kept)"
+    print(
+        f"train: {len(train_examples)} documents, valid: {valid_note}, classes: {len(labels)}"
+        f"{' (multi-label)' if multilabel else ''}",
+        file=sys.stderr,
+    )
+    data = DocumentData(
+        _encode(train_examples, segmenter, info, d.max_tokens),
+        _encode(valid_examples, segmenter, info, d.max_tokens),
+        config,
+    )
+
+    # --- the model, with its fixed parts set
+    quiet_lightning()
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = LitClassifier(info)
+    if vectors is not None:
+        with torch.no_grad():
+            module.model.embed.weight.copy_(torch.from_numpy(vectors))
+    if config.model.ngram_orders:
+        idf = ngram_idf(data.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
+        module.model.set_ngram_idf(torch.from_numpy(idf))
+
+    # --- Lightning: best checkpoint by validation, last after every epoch, early stopping
+    trainer = L.Trainer(
+        default_root_dir=run.root,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        deterministic=t.deterministic,
+        logger=ResumableCSVLogger(run.root, name=run.logs.name, version=""),
+        limit_val_batches=1.0 if validate else 0,
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=run.checkpoints,
+                filename=run.best.stem,
+                monitor=SELECT if validate else None,  # None: best.ckpt is the latest epoch's
+                mode="max",
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+            LastCheckpoint(run.checkpoints),  # after the best one, so it holds the best score too
+            *(
+                [EarlyStopping(monitor=SELECT, mode="max", patience=t.patience, check_on_train_epoch_end=False)]
+                if validate
+                else []
+            ),
+            ProgressLog(),
+            # Validation and checkpoints then see the averaged weights; the raw ones are kept in
+            # the checkpoint too, so --resume goes on from them. The in-place (foreach) update:
+            # EMAWeightAveraging's per-tensor one allocates copies of the 64 MB n-gram table at
+            # every step, ~10x slower (115 ms against 10 ms a step, on one thread).
+            *([WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay))] if t.ema_decay else []),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    if resume:  # rows a killed run logged after its last checkpoint: that epoch runs again
+        drop_rows_after(run.metrics, done_epoch)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(run.last) if resume else None, weights_only=True)
+    summary = {
+        "best_checkpoint": str(run.best),
+        **best_epoch(run.metrics),
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+    }
+
+    # --- the n-gram linear classifier, fitted into best.ckpt; the summary
+    if trainer.global_rank != 0:
+        return summary
+    if config.model.ngram_linear:
+        fitted = fit_ngram_linear(run.best, data, info)
+        summary["ngram_linear"] = fitted
+        before, after = fitted.get("valid_macro_f1_before"), fitted.get("valid_macro_f1_after")
+        scored = f", validation macro-F1 {before:.4f} -> {after:.4f}" if after is not None else ""
+        print(f"n-gram linear classifier: C={fitted['c']:g}, scale {fitted['scale']:g}{scored}", file=sys.stderr)
+    write_atomic(run.summary, json.dumps(summary, indent=1))
+    return summary
+
+
+def _encode(examples: list[Example], segmenter: Segmenter, info: ModelInfo, max_tokens: int) -> EncodedDocuments:
+    segments = [segmenter.segment(e.text, max_tokens=max_tokens) for e in examples]
+    empty = [e for e, s in zip(examples, segments) if s.num_tokens == 0]
+    if empty:
+        raise HdcError(f"{empty[0].where}: empty after cleaning (no tokens); remove the record")
+    return EncodedDocuments(segments, targets((e.labels for e in examples), info.labels, info.multilabel))

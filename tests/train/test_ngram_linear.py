@@ -1,0 +1,82 @@
+"""The n-gram branch's fixed parts: IDF weights, and the linear classifier fitted after training."""
+
+import json
+
+import numpy as np
+import torch
+from conftest import ASSETS, TWO_STEPS, run_cli, tiny_train_args
+
+
+def test_ngram_idf_ignores_rare_buckets():
+    """Buckets in fewer than min_df training documents, and buckets no training document has,
+    get no weight: their table rows were never (or barely) trained."""
+    from hdc.text import Segments
+    from hdc.train.ngram_linear import ngram_idf
+
+    def document(buckets):
+        empty = np.zeros((0, 2), np.int64)
+        return Segments(np.zeros((1, 1), np.int32), np.zeros(1, np.int32), empty, empty, None, np.array([buckets]))
+
+    docs = [document([1, 2, 0]), document([1, 3, 3]), document([1, 2, 0])]
+    idf = ngram_idf(docs, buckets=5, min_df=2)
+    assert idf[0] == 0 and idf[3] == 0 and idf[4] == 0 and idf[5] == 0  # padding, df 1, df 0, df 0
+    assert np.isclose(idf[1], 1.0) and np.isclose(idf[2], np.log(4 / 3) + 1)
+    assert ngram_idf(docs, buckets=5, min_df=1)[3] > idf[2]  # kept at min_df 1: rarer, so heavier
+
+
+def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
+    """model.ngram_linear: after training, best.ckpt holds scale x the weights of a LinearSVC
+    fitted on the training documents' n-gram bags; last.ckpt keeps the zero table that training
+    saw, so --resume goes on from the trained model alone."""
+    from sklearn.svm import LinearSVC
+
+    from hdc.checkpoint import model_from_checkpoint, read_checkpoint
+    from hdc.data import load_examples
+    from hdc.train.ngram_linear import ngram_matrix
+
+    out = tmp_path / "linear"
+    grid = ("--set", "train.ngram_linear_c=[0.5]", "--set", "train.ngram_linear_scale=[2.0]")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)["ngram_linear"]
+    assert (fitted["c"], fitted["scale"]) == (0.5, 2.0) and "valid_macro_f1_after" not in fitted  # one candidate
+    assert "n-gram linear classifier: C=0.5, scale 2" in result.stderr
+    assert not torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"]["model.ngram_linear"].any()
+
+    model, info = model_from_checkpoint(read_checkpoint(out / "checkpoints/best.ckpt"), "best.ckpt")
+    examples = load_examples(ASSETS / "tiny_train.jsonl")
+    segments = [info.segmenter().segment(e.text, max_tokens=info.config.data.max_tokens) for e in examples]
+    features = ngram_matrix(segments, model.ngram_idf, "sublinear")
+    svm = LinearSVC(C=0.5, dual=True, max_iter=5000).fit(features, [info.labels.index(e.label) for e in examples])
+    assert model.ngram_linear.abs().max() > 0.1
+    assert np.allclose(model.ngram_linear.numpy(), 2.0 * svm.coef_.T, atol=1e-5)
+    assert np.allclose(model.ngram_linear_bias.numpy(), 2.0 * svm.intercept_, atol=1e-5)
+
+
+def test_ngram_linear_choice_is_made_on_validation(tmp_path):
+    out = tmp_path / "chosen"
+    grid = ("--set", "train.ngram_linear_c=[0.1, 1.0]", "--set", "train.ngram_linear_scale=[0.5, 4.0]")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
+    assert result.exit_code == 0, result.output
+    chosen = json.loads(result.stdout)["ngram_linear"]
+    assert chosen["c"] in (0.1, 1.0) and chosen["scale"] in (0.5, 4.0)
+    assert 0 <= chosen["valid_macro_f1_before"] <= 1 and 0 <= chosen["valid_macro_f1_after"] <= 1
+    assert "validation macro-F1" in result.stderr
+
+
+def test_fit_linear_gives_a_column_per_class():
+    """Two classes: scikit-learn's one decision function goes to class 1 (class 0 keeps zeros).
+    Multi-label: one column per label, zeros for a label on every document or on none."""
+    from scipy.sparse import csr_matrix
+
+    from hdc.train.ngram_linear import fit_linear
+
+    rng = np.random.default_rng(0)
+    features = csr_matrix(rng.random((40, 6)))
+    two = (features[:, 0].toarray().ravel() > 0.5).astype(int)
+    weights, bias = fit_linear(features, two, 2, multilabel=False, c=1.0)
+    assert weights.shape == (6, 2) and not weights[:, 0].any() and bias[0] == 0 and weights[0, 1] > 0
+    labels = np.stack([two, np.ones(40), 1 - two], 1).astype(np.float32)
+    weights, bias = fit_linear(features, labels, 3, multilabel=True, c=1.0)
+    assert not weights[:, 1].any() and bias[1] == 0
+    assert weights[0, 0] > 0 > weights[0, 2]
