@@ -6,8 +6,12 @@
 - `hdc predict` over 10K, 30K and N (default 100,000) small files, and over one 1M-token
   document: throughput and peak RSS, each in its own process; memory must stay flat as the
   count grows.
-- `hdc serve` on 127.0.0.1 with a bounded number of concurrent clients: requests/s, p50/p99
-  latency and the number of failed requests.
+- `hdc serve` on 127.0.0.1: 200 concurrent clients sending 1,000 requests (requests/s, p50/p99
+  latency, failures); then 1,000 slow clients that trickle a request a byte at a time, while
+  one ordinary client keeps classifying (the server's peak RSS and thread count, and the
+  ordinary client's failures and p99).
+
+    python bench/load.py --serve-only --bundle runs/news/bundle
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import http.client
 import json
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -77,41 +82,63 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_test(bundle: Path, pool: list[str], clients: int, requests: int) -> dict:
-    """`clients` threads, each sending `requests` POST /classify (1 to 4 sentences), against a
-    server on 127.0.0.1. Bounded in count, and every request has a 60 s timeout."""
+def start_server(bundle: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "hdc.cli", "serve", str(bundle), "--port", str(port), "--threads", "2"],
         stderr=subprocess.DEVNULL,
     )
+    for _ in range(600):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server, port
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def classify(port: int, text: str) -> tuple[float, str | None]:
+    """One POST /classify on a new connection: its seconds, and what went wrong (None: nothing)."""
+    start = time.perf_counter()
     try:
-        for _ in range(600):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        latencies, failures = [], []
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/classify", json.dumps({"text": text}), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        connection.close()
+        failure = None if response.status == 200 and "label" in payload else str(response.status)
+    except OSError as e:
+        failure = repr(e)
+    return time.perf_counter() - start, failure
 
-        def client(seed: int) -> None:
+
+def summary(latencies: list[float], failures: list[str], seconds: float) -> dict:
+    latencies = sorted(latencies)
+    return {
+        "requests": len(latencies),
+        "failed": len(failures),
+        "requests_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+    }
+
+
+def load_test(bundle: Path, pool: list[str], clients: int, requests: int) -> dict:
+    """`clients` threads at once, sending `requests` POST /classify (1 to 4 sentences) in all."""
+    server, port = start_server(bundle)
+    latencies, failures = [], []
+    try:
+
+        def client(seed: int, count: int) -> None:
             rng = random.Random(seed)
-            for _ in range(requests):
-                body = json.dumps({"text": " ".join(rng.choice(pool) for _ in range(rng.randint(1, 4)))})
-                start = time.perf_counter()
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                    connection.request("POST", "/classify", body, {"Content-Type": "application/json"})
-                    response = connection.getresponse()
-                    payload = json.loads(response.read())
-                    connection.close()
-                    if response.status != 200 or "label" not in payload:
-                        failures.append(response.status)
-                except OSError as e:
-                    failures.append(repr(e))
-                latencies.append(time.perf_counter() - start)
+            for _ in range(count):
+                seconds, failure = classify(port, " ".join(rng.choice(pool) for _ in range(rng.randint(1, 4))))
+                latencies.append(seconds)
+                if failure:
+                    failures.append(failure)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        counts = [requests // clients + (i < requests % clients) for i in range(clients)]
+        threads = [threading.Thread(target=client, args=(i, n)) for i, n in enumerate(counts)]
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -121,14 +148,80 @@ def load_test(bundle: Path, pool: list[str], clients: int, requests: int) -> dic
     finally:
         server.terminate()
         server.wait(timeout=30)
-    latencies.sort()
+    return {"clients": clients, **summary(latencies, failures, seconds), "failures": sorted(set(failures))[:5]}
+
+
+def process_status(pid: int) -> tuple[float, int]:
+    """The resident memory (MB) and thread count of a process, from /proc."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"])
+
+
+def slow_clients(bundle: Path, pool: list[str], count: int, seconds: float) -> dict:
+    """`count` connections that send a request one byte every 2 s for `seconds`, while one
+    ordinary client classifies in a loop; the server's RSS and threads are sampled throughout."""
+    server, port = start_server(bundle)
+    rss_idle, threads_idle = process_status(server.pid)
+    samples, latencies, failures, stop = [], [], [], threading.Event()
+
+    def ordinary() -> None:
+        rng = random.Random(0)
+        while not stop.is_set():
+            latency, failure = classify(port, rng.choice(pool))
+            latencies.append(latency)
+            if failure:
+                failures.append(failure)
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(process_status(server.pid))
+            time.sleep(0.25)
+
+    helpers = [threading.Thread(target=ordinary), threading.Thread(target=sample)]
+    for t in helpers:
+        t.start()
+    sockets, opened, cut = [], 0, 0
+    request = b"POST /classify HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000
+    try:
+        for _ in range(count):
+            try:
+                sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                opened += 1
+            except OSError:
+                pass
+        start, sent = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            for s in sockets:
+                try:
+                    s.send(request[sent : sent + 1])
+                except OSError:
+                    cut += 1
+            sent += 1
+            time.sleep(2)
+    finally:
+        stop.set()
+        for t in helpers:
+            t.join()
+        alive = 0
+        for s in sockets:
+            try:
+                s.send(b"x")
+                alive += 1
+            except OSError:
+                pass
+            s.close()
+        server.terminate()
+        server.wait(timeout=30)
     return {
-        "clients": clients,
-        "requests": len(latencies),
-        "failed": len(failures),
-        "requests_per_s": round(len(latencies) / seconds, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 1),
-        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+        "slow_clients": count,
+        "connections_opened": opened,
+        "seconds": seconds,
+        "still_open_at_the_end": alive,
+        "server_rss_idle_mb": round(rss_idle, 1),
+        "server_rss_peak_mb": round(max(r for r, _ in samples), 1),
+        "server_threads_idle": threads_idle,
+        "server_threads_peak": max(t for _, t in samples),
+        "ordinary_client": summary(latencies, failures, seconds),
     }
 
 
@@ -139,11 +232,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "bench/out/news/hdc")
     parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=100, help="per client")
+    parser.add_argument("--bundle", type=Path, help="a news bundle; default: --model exported to bench/out/load")
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=1000, help="in all")
+    parser.add_argument("--slow-clients", type=int, default=1000)
+    parser.add_argument("--slow-seconds", type=float, default=40.0)
+    parser.add_argument("--serve-only", action="store_true", help="only the server's load and slow clients")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    bundle = OUT / "bundle"
+    # 1,000 connections each side of loopback: more file descriptors than the usual soft limit
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    bundle = args.bundle or OUT / "bundle"
     if not (bundle / "manifest.json").exists():
         subprocess.run(
             [sys.executable, "-m", "hdc.cli", "export", str(args.model), str(bundle)],
@@ -151,8 +251,18 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
     pool = sentences()
-    results: dict = {"predict_files": {}}
+    meta = {"command": "python bench/load.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()}
+    results: dict = {}
+    results["serve"] = load_test(bundle, pool, args.clients, args.requests)
+    print(f"serve: {results['serve']}", file=sys.stderr, flush=True)
+    results["serve_slow_clients"] = slow_clients(bundle, pool, args.slow_clients, args.slow_seconds)
+    print(f"slow clients: {results['serve_slow_clients']}", file=sys.stderr, flush=True)
+    if args.serve_only:
+        update_results("reliability", results, meta)
+        print(json.dumps(results, indent=1))
+        return
 
+    results["predict_files"] = {}
     for count in sorted({10_000, 30_000, args.files}):
         if count > args.files:
             continue
@@ -190,13 +300,7 @@ def main() -> None:
     results["predict_long"] = {"tokens": tokens, "tokens_per_s": round(tokens / m["seconds"]), **m}
     print(f"1M-token document: {results['predict_long']}", file=sys.stderr, flush=True)
 
-    results["serve"] = load_test(bundle, pool, args.clients, args.requests)
-    print(f"serve: {results['serve']}", file=sys.stderr, flush=True)
-    update_results(
-        "reliability",
-        results,
-        {"command": "python bench/load.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()},
-    )
+    update_results("reliability", results, meta)
     print(json.dumps(results, indent=1))
 
 

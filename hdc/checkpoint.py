@@ -28,11 +28,13 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise HdcError(
-            f"{path}: holds Python objects, which an hdc checkpoint never does, so it was not loaded (hdc runs "
-            "no code from a model file); use a checkpoint written by `hdc train`"
-        ) from None
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # a pickled class or function: code a load would run
+            raise HdcError(
+                f"{path}: holds Python objects, which an hdc checkpoint never does, so it was not loaded (hdc "
+                "runs no code from a model file); use a checkpoint written by `hdc train`"
+            ) from None
+        raise HdcError(f"{path}: not a readable checkpoint (not a torch file); it may be corrupted") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, IndexError, OSError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HdcError(f"{path}: not a readable checkpoint ({reason}); it may be truncated or corrupted") from None

@@ -48,6 +48,7 @@ def evaluate(
         if n % 500 == 0:
             print(f"evaluate: {n}/{len(examples)} documents", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
+    print(f"evaluate: {len(examples)} documents in {seconds:.1f} s", file=sys.stderr)
     probabilities = np.stack(probabilities)
 
     y_true = targets((e.labels for e in examples), labels, multilabel).astype(np.int64)
@@ -98,6 +99,7 @@ def write_report(out: Path, result: dict, y_true, y_pred, labels, multilabel: bo
     fig.tight_layout()
     with atomic_open(out / "confusion.png", "wb") as f:
         fig.savefig(f, format="png", dpi=120)
+    print(f"evaluate: wrote {out / 'report.json'} and {out / 'confusion.png'}", file=sys.stderr)
 
 
 def format_table(result: dict) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,8 +27,8 @@ import numpy as np
 from .config import InferenceConfig
 from .data import BadInput, Document, iter_documents
 from .errors import HdcError
-from .explain_html import render_html, render_index
-from .io import write_atomic
+from .explain_html import GENERATOR, render_html, render_index
+from .io import check_overwrite, make_parent, write_atomic
 from .predictor import Outcome, Predictor, load_predictor
 from .schema import NEG, VALID, chosen_labels
 
@@ -250,6 +251,17 @@ def _slug(name: str, index: int) -> str:
     return f"{index:04d}-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[:60] or "document")
 
 
+def _ours(head: bytes) -> bool:
+    """A page or a JSON report that `hdc inspect` wrote, which it may replace."""
+    return GENERATOR.encode() in head or (b'"probabilities"' in head and b'"labels"' in head)
+
+
+def _write(path: Path, data: str, flag: str) -> None:
+    check_overwrite(path, _ours, flag)
+    write_atomic(path, data)
+    print(f"inspect: wrote {path}", file=sys.stderr)
+
+
 def inspect(
     model: str | Path,
     inputs: list[str],
@@ -261,6 +273,13 @@ def inspect(
     """Explain each input. With one input, --json/--html write its report; with --out-dir, every
     input gets DIR/NNNN-name.json and .html plus DIR/index.html. Returns the text summaries
     (printed when no file is asked for) and the number of inputs that failed."""
+    for path, flag in ((json_path, "--json"), (html_path, "--html")):
+        if path is not None:  # before the model runs: a bad path fails at once
+            check_overwrite(make_parent(path, flag), _ours, flag)
+    if out_dir is not None:
+        index = make_parent(Path(out_dir) / "index.html", "--out-dir")
+        check_overwrite(index, _ours, "--out-dir")
+        out_dir = index.parent
     predictor = load_predictor(model, settings)
     items: Iterable[Document | BadInput] = iter_documents(inputs)
     if out_dir is None and (json_path or html_path):
@@ -268,8 +287,6 @@ def inspect(
         if len(items) != 1:
             raise HdcError(f"--json/--html take one document, got {len(items)}; use --out-dir for several")
     summaries, errors, rows = [], 0, []
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
     outcomes = predictor.run(items, weights=True, keep_sentences=max(settings.top_sentences, 10))
     for index, outcome in enumerate(outcomes):
         name = outcome.item.name
@@ -282,9 +299,9 @@ def inspect(
         text = outcome.item.read() if explanation["mode"] == "full" else None
         summaries.append(summary_text(explanation, text, settings.top_sentences, settings.top_phrases))
         if out_dir is not None:
-            stem = Path(out_dir) / _slug(name, index)
-            write_atomic(stem.with_suffix(".json"), json.dumps(explanation, ensure_ascii=False))
-            write_atomic(stem.with_suffix(".html"), render_html(explanation, text))
+            stem = out_dir / _slug(name, index)
+            _write(stem.with_suffix(".json"), json.dumps(explanation, ensure_ascii=False), "--out-dir")
+            _write(stem.with_suffix(".html"), render_html(explanation, text), "--out-dir")
             best = max(explanation["probabilities"].values())
             rows.append(
                 {
@@ -295,9 +312,9 @@ def inspect(
                 }
             )
         if json_path:
-            write_atomic(json_path, json.dumps(explanation, ensure_ascii=False, indent=1))
+            _write(Path(json_path), json.dumps(explanation, ensure_ascii=False, indent=1), "--json")
         if html_path:
-            write_atomic(html_path, render_html(explanation, text))
+            _write(Path(html_path), render_html(explanation, text), "--html")
     if out_dir is not None:
-        write_atomic(Path(out_dir) / "index.html", render_index(rows))
+        _write(out_dir / "index.html", render_index(rows), "--out-dir")
     return summaries, errors

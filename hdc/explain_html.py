@@ -40,11 +40,15 @@ table.index td, table.index th { border-bottom: 1px solid #e5e7eb; padding: 6px 
 """
 
 
+GENERATOR = '<meta name="generator" content="hdc inspect">'  # how hdc knows a page is its own
+
+
 def _page(title: str, body: str) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
+        + GENERATOR
+        + f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{body}</main></body></html>\n"
     )
 

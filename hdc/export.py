@@ -237,7 +237,13 @@ def export(
         work.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
         bundle = BundleLayout(work)
         print(f"export: tracing {checkpoint_path}", file=sys.stderr)
-        _export_graphs(model, bundle, opset or OPSET)
+        try:
+            _export_graphs(model, bundle, opset or OPSET)
+        except OSError:
+            raise  # a full disk, say: the command names it in one line
+        except Exception as e:  # torch.onnx's own errors: a model this exporter cannot trace
+            reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise HdcError(f"export failed while tracing the model with torch.onnx: {reason[:300]}") from e
         if quantize == "int8":
             _quantize(bundle.block)
             _quantize(bundle.head)  # it holds the n-gram table

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import InferenceConfig
 from .data import BadInput, Document, iter_documents
-from .errors import UsageError
+from .errors import HdcError, UsageError
 from .io import Lock, check_overwrite, make_parent
 from .predictor import dumps, load_predictor, result_record
 
@@ -84,10 +84,16 @@ class PredictionsFile:
             )
 
     def write(self, line: str, item: Document | BadInput) -> None:
-        self.records.write(_encode(line))
-        self.records.flush()
-        self.index.write(_encode(json.dumps([item.key, item.name, item.fingerprint()], ensure_ascii=False)))
-        self.index.flush()
+        try:
+            self.records.write(_encode(line))
+            self.records.flush()
+            self.index.write(_encode(json.dumps([item.key, item.name, item.fingerprint()], ensure_ascii=False)))
+            self.index.flush()
+        except OSError as e:
+            raise HdcError(
+                f"--output {self.output}: cannot write ({e.strerror}); the records written so far are kept in "
+                f"{self.partial}: make room, then run again with --resume"
+            ) from None
 
     def finish(self) -> None:
         """The run is complete: F.partial becomes F (still under the lock)."""
@@ -98,9 +104,12 @@ class PredictionsFile:
         self.lock.release()
 
     def close(self) -> None:
-        """The run stops short: F.partial stays, for --resume."""
-        self.records.close()
-        self.index.close()
+        """The run stops short: F.partial stays, for --resume (which drops a half-written record)."""
+        for f in (self.records, self.index):
+            try:
+                f.close()
+            except OSError:  # the write that failed, tried again: the disk is still full
+                pass
         self.lock.release()
 
 

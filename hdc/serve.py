@@ -46,6 +46,7 @@ MAX_DOCUMENTS = 1000  # per request
 BACKLOG = 1024  # connections the kernel queues before they are accepted
 MAX_CONNECTIONS = 2048  # open at once; more get 503
 REQUEST_SECONDS = 20.0  # a request (line, headers and body) must arrive within this
+LINGER_SECONDS = 2.0  # after an answer that closes, how long the rest of a request is read and dropped
 LINE_BYTES = 16384  # the request line and each header line
 MAX_HEADERS = 100
 TOKEN_VARIABLE = "HDC_SERVE_TOKEN"
@@ -163,7 +164,7 @@ class Server:
         client = "{}:{}".format(*(writer.get_extra_info("peername") or ("?", "?"))[:2])
         if self.open >= MAX_CONNECTIONS:
             await self._send(writer, HTTPStatus.SERVICE_UNAVAILABLE, {"error": "server busy; retry"}, close=True)
-            writer.close()
+            await self._linger(reader, writer)
             return
         self.open += 1
         try:
@@ -190,12 +191,28 @@ class Server:
                 await self._send(writer, status, body, headers, close, head)
                 self._access(client, request, status, start)
                 if close:
+                    await self._linger(reader, writer)
                     break
         except Exception as e:  # a bug costs one connection, never the server
             print(f"{client}: connection failed: {printable(repr(e))}", file=sys.stderr)
         finally:
             self.open -= 1
             writer.close()
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close our side, then read what the client still sends for a moment: closing a socket
+        with unread data makes the kernel reset the connection, and the client would lose the
+        answer it has not read yet (a 413 sent before the body, a 503)."""
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+            deadline = time.perf_counter() + LINGER_SECONDS
+            while time.perf_counter() < deadline and await asyncio.wait_for(reader.read(65536), LINGER_SECONDS):
+                pass
+        except (asyncio.TimeoutError, TimeoutError, ConnectionError, OSError):
+            pass
+        writer.close()
 
     async def _read(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request:
         """The request whose first byte is `first`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -44,8 +45,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path, "wb") as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_open(path, "wb") as f:
+                torch.save(checkpoint, f)
+        except (OSError, RuntimeError) as e:  # torch reports a failed write as a RuntimeError
+            free = shutil.disk_usage(Path(path).parent).free
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise HdcError(
+                f"cannot write checkpoint {path} ({reason}); {free / 2**20:,.0f} MB free on its disk. "
+                "Free some space, then continue with --resume"
+            ) from None
 
 
 class _AppendingWriter(ExperimentWriter):
