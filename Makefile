@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The demo: the news corpus and a few sample documents (examples/, which the README's commands
+# use), then a model trained, evaluated, run, exported and inspected in runs/demo.
 demo: $(STAMP)
-	$(BIN)/python -m hdc.news data/news
+	$(BIN)/python -m hdc.news data/news --examples examples
 	rm -rf $(DEMO)
 	$(BIN)/hdc train --config configs/news.yaml --train data/news/train.jsonl --valid data/news/valid.jsonl --out $(DEMO)
 	$(BIN)/hdc evaluate $(DEMO) data/news/test.jsonl --report $(DEMO)/report
@@ -29,9 +31,9 @@ demo: $(STAMP)
 	$(BIN)/hdc export $(DEMO) $(DEMO)/bundle
 	$(BIN)/hdc predict $(DEMO)/bundle data/news/test.jsonl --output $(DEMO)/predictions-onnx.jsonl
 	head -n 3 $(DEMO)/predictions-onnx.jsonl
-	head -n 1 data/news/test.jsonl | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["text"])' > $(DEMO)/article.txt
-	$(BIN)/hdc inspect $(DEMO) $(DEMO)/article.txt --html $(DEMO)/article.html
-	@echo "demo done: open $(DEMO)/article.html to see the weights of every level" >&2
+	$(BIN)/hdc inspect $(DEMO) examples/article.txt --html $(DEMO)/article.html
+	@echo "demo done: open $(DEMO)/article.html to see the weights of every level." >&2
+	@echo "next: . $(BIN)/activate, then the README's commands, e.g. hdc predict $(DEMO) examples/article.txt" >&2
 
 # Installs Debian's Chromium (needs root or sudo) and runs the inspection tests, the page render included.
 test-browser: $(STAMP)

@@ -127,7 +127,7 @@ def cli():
     """
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Train a model on labelled documents.")
 @click.option(
     "--config",
     "config_path",
@@ -210,7 +210,7 @@ def train(
     click.echo(json.dumps(summary, indent=1))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Score a model on labelled data.")
 @MODEL
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--report", type=click.Path(file_okay=False), help="Write report.json and confusion.png to this folder.")
@@ -237,7 +237,7 @@ def _shard(ctx, param, value):
     return int(index), int(count)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Classify documents into JSONL records.")
 @MODEL
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @TOP_K
@@ -293,7 +293,7 @@ def predict(
         sys.exit(1)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Export a model to an ONNX bundle (no torch needed to run it).")
 @MODEL
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option(
@@ -332,7 +332,7 @@ def export(model, out_dir, quantize, opset, phrases, old_phrases):
     click.echo(json.dumps(manifest, indent=1))
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Show why a model labelled a document, level by level.")
 @MODEL
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
 @click.option(
@@ -378,7 +378,7 @@ def inspect(model, inputs, json_path, html_path, out_dir, top, phrases, threshol
         sys.exit(1)
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, short_help="Serve a model over HTTP.")
 @MODEL
 @click.option("--host", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, help="Port; 0 picks a free one.")

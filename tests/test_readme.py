@@ -16,9 +16,11 @@ import urllib.request
 import pytest
 from conftest import ASSETS, ROOT, TINY
 
-# `make demo` and `make test` are the demo and this suite themselves. (`hdc serve` runs, below,
-# in the background, for the `curl` line after it.)
-NOT_HERE = ("make ",)
+from hdc.news import write_examples
+
+# `make demo` and `make test` are the demo and this suite themselves, and the test's PATH already
+# holds hdc. (`hdc serve` runs, below, in the background, for the `curl` line after it.)
+NOT_HERE = ("make ", ". .venv/bin/activate")
 
 
 def readme_commands() -> list[str]:
@@ -40,14 +42,7 @@ def workdir(tmp_path):
     (tmp_path / "data" / "news").mkdir(parents=True)
     for split in ("train", "valid", "test"):
         shutil.copy(ASSETS / f"tiny_{split}.jsonl", tmp_path / "data" / "news" / f"{split}.jsonl")
-    texts = [json.loads(line)["text"] for line in (ASSETS / "tiny_test.jsonl").open(encoding="utf-8")]
-    (tmp_path / "article.txt").write_text(texts[0])
-    for folder, start in (("docs", 1), ("mail", 4)):
-        (tmp_path / folder).mkdir()
-        for i, text in enumerate(texts[start : start + 3]):
-            (tmp_path / folder / f"{i}.txt").write_text(text)
-    (tmp_path / "docs.txt").write_text("\n".join(texts[7:10]) + "\n")
-    shutil.copy(ASSETS / "tiny_test.jsonl", tmp_path / "batch.jsonl")
+    write_examples(tmp_path / "data" / "news" / "test.jsonl", tmp_path / "examples")  # as `make demo` does
     return tmp_path
 
 
@@ -85,11 +80,13 @@ def test_readme_commands_run_as_written(workdir):
             server.terminate()
             server.wait(timeout=30)
 
-    assert (workdir / "runs/news/checkpoints/best.ckpt").exists()
-    assert (workdir / "reports/news/confusion.png").exists()
-    predictions = [json.loads(line) for line in (workdir / "predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 1 + 3 + 3 + 60 and not any("error" in p for p in predictions)
-    for bundle in ("bundle", "bundle-int8", "bundle-k32"):
-        assert (workdir / bundle / "manifest.json").exists(), bundle
-    assert (workdir / "why.html").exists() and json.loads((workdir / "why.json").read_text())
-    assert (workdir / "reports" / "index.html").exists()
+    runs = workdir / "runs"
+    assert (runs / "news/checkpoints/best.ckpt").exists() and (runs / "news-all/checkpoints/best.ckpt").exists()
+    assert (runs / "news-report/confusion.png").exists()
+    predictions = [json.loads(line) for line in (runs / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 1 + 3 + 3 + 10 and not any("error" in p for p in predictions)
+    assert len((runs / "news-test.jsonl").read_text().splitlines()) == 60
+    for bundle in ("news-bundle", "news-bundle-int8", "news-bundle-k32"):
+        assert (runs / bundle / "manifest.json").exists(), bundle
+    assert (runs / "why.html").exists() and json.loads((runs / "why.json").read_text())
+    assert (runs / "inspect" / "index.html").exists()
