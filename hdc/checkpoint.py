@@ -72,7 +72,7 @@ def model_from_checkpoint(
     if top_k:
         info = info.with_model(top_k=top_k)
     model = HierarchicalClassifier(info.config.model, len(info.labels), export=export)
-    weights, own = model_weights(checkpoint), model.state_dict()
+    weights, own = model.upgrade(model_weights(checkpoint)), model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)

@@ -76,7 +76,12 @@ class ModelConfig(Checked):
     top_k: int = ranged(8, 1)  # K phrases selected per query, whatever the document's length
     sparse: bool = True  # the HSA path: top-K phrase retrieval
     dense: bool = True  # the HAN path: attention pooling over all sentences
-    ngram_orders: tuple[int, ...] = ranged((), 1)  # hashed char n-gram branch, e.g. [2, 3, 4, 5]; () turns it off
+    # The hashed n-gram branch: character n-grams of these orders ([] turns them off), and word
+    # n-grams (below). On by default: on small corpora the n-grams carry most of what is learnt.
+    ngram_orders: tuple[int, ...] = ranged((2, 3, 4), 1)
+    # Hashed word n-grams in the same bag, e.g. [1, 2] (lower-cased words of 2+ letters, as
+    # scikit-learn's word analyzer): genre and topic lean on words, an outlet's style on characters.
+    ngram_word_orders: tuple[int, ...] = ranged((1, 2), 1)
     ngram_buckets: int = ranged(262144, 1)  # hash table rows; each holds an ngram_dim-wide embedding
     ngram_dim: int = ranged(64, 1)
     # The n-grams of the text as written (case and whitespace kept, across words) instead of
@@ -85,14 +90,19 @@ class ModelConfig(Checked):
     ngram_tf: str = "sublinear"  # an n-gram's term frequency: 1 + ln(count), or "binary": 1
     # Add a linear classifier on the n-gram bag, fitted to convergence after training (hdc.train):
     # the jointly trained branch stops where the deep part's epochs stop, well short of that.
-    ngram_linear: bool = False
+    ngram_linear: bool = True
+
+    @property
+    def ngrams(self) -> bool:
+        """Whether the model has the n-gram branch (character n-grams, word n-grams or both)."""
+        return bool(self.ngram_orders or self.ngram_word_orders)
 
     def check(self) -> None:
         if self.d_model % self.heads:
             raise UsageError(f"model.d_model ({self.d_model}) must be divisible by model.heads ({self.heads})")
         if self.ngram_tf not in ("sublinear", "binary"):
             raise UsageError(f"model.ngram_tf must be sublinear or binary, got {self.ngram_tf!r}")
-        if self.ngram_linear and not self.ngram_orders:
+        if self.ngram_linear and not self.ngrams:
             raise UsageError("model.ngram_linear needs the n-gram branch: set model.ngram_orders, e.g. [2, 3, 4]")
         if self.sentence_tokens < self.phrase_tokens:  # a sentence holds whole phrases
             raise UsageError(
@@ -124,7 +134,13 @@ class TrainConfig(Checked):
     lr: float = ranged(2e-3, above=0, below=float("inf"))
     weight_decay: float = ranged(0.01, 0, below=float("inf"))
     warmup_steps: int = ranged(50, 0)
+    # Fit step_tokens and warmup_steps to a small corpus (hdc.train.recipe.fit_schedule): smaller
+    # batches until an epoch has enough steps, and warm-up within a tenth of all steps.
+    fit_schedule: bool = True
     label_smoothing: float = ranged(0.1, 0, below=1)
+    # "balanced": each class (multi-label: each label's positives) weighs in the loss, and in the
+    # linear classifier, inversely to its frequency in the training split; "none": all alike.
+    class_weight: str = "none"
     sentence_dropout: float = ranged(0.0, 0, below=1)  # drop each training sentence with this probability
     token_dropout: float = ranged(0.0, 0, below=1)  # drop each training token with this probability
     ngram_min_df: int = ranged(1, 0)  # n-gram buckets in fewer training documents get no weight
@@ -136,6 +152,9 @@ class TrainConfig(Checked):
     # without validation the middle value of each.
     ngram_linear_c: tuple[float, ...] = ranged((1.0, 3.0, 10.0), above=0, below=float("inf"))
     ngram_linear_scale: tuple[float, ...] = ranged((1.0, 2.0, 4.0), above=0, below=float("inf"))
+    # The weights of the network's logits tried beside the linear classifier, with each (C, scale):
+    # 0 leaves the linear classifier alone, where the network does not help on validation.
+    deep_weights: tuple[float, ...] = ranged((1.0, 0.0), 0, below=float("inf"))
     patience: int = ranged(3, 0)  # early stopping on validation macro-F1, in epochs
     # Validate and save an exponential moving average of the weights, updated after every step
     # with this decay (0: off; 0.995 averages over about the last 200 steps).
@@ -154,10 +173,14 @@ class TrainConfig(Checked):
     deterministic: bool = True
 
     def check(self) -> None:
+        if self.class_weight not in ("none", "balanced"):
+            raise UsageError(f"train.class_weight must be none or balanced, got {self.class_weight!r}")
         if self.max_steps == 0:
             raise UsageError("train.max_steps must be -1 (no limit) or at least 1, got 0")
-        if not self.ngram_linear_c or not self.ngram_linear_scale:
-            raise UsageError("train.ngram_linear_c and train.ngram_linear_scale must each list at least one number")
+        if not self.ngram_linear_c or not self.ngram_linear_scale or not self.deep_weights:
+            raise UsageError(
+                "train.ngram_linear_c, train.ngram_linear_scale and train.deep_weights must each list at least one number"
+            )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from .config import InferenceConfig
 from .data import Document, check_known_labels, load_examples
 from .errors import HdcError
 from .io import atomic_open, check_overwrite, make_parent, write_atomic
-from .metrics import confusion, scores
+from .metrics import confusion, expected_calibration_error, scores
 from .predictor import load_predictor
 from .schema import decide, targets
 
@@ -54,6 +54,7 @@ def evaluate(
     y_true = targets((e.labels for e in examples), labels, multilabel).astype(np.int64)
     y_pred = decide(probabilities, multilabel, settings.threshold)
     result = scores(y_true, y_pred, labels, multilabel)
+    result["ece"] = expected_calibration_error(probabilities, y_true, multilabel)
     result["seconds"] = round(seconds, 3)
     result["documents_per_s"] = round(len(examples) / max(seconds, 1e-9), 2)
     if report is not None:
@@ -108,6 +109,7 @@ def format_table(result: dict) -> str:
         f"accuracy     {result['accuracy']:.4f}",
         f"macro-F1     {result['macro_f1']:.4f}",
         f"micro-F1     {result['micro_f1']:.4f}",
+        f"ECE          {result['ece']:.4f}   (expected calibration error: 0 when probabilities are frequencies)",
         "",
         f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]

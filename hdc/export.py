@@ -71,7 +71,7 @@ class BlockGraph(nn.Module):
 class HeadGraph(nn.Module):
     def __init__(self, model: HierarchicalClassifier):
         super().__init__()
-        self.model, self.names = model, head_inputs(bool(model.config.ngram_orders))
+        self.model, self.names = model, head_inputs(model.config.ngrams)
 
     def forward(self, dense_sum, dense_acc, top_scores, top_states, spare_scores, ngram_ids=None, ngram_counts=None):
         inputs = (dense_sum, dense_acc, top_scores, top_states, spare_scores, ngram_ids, ngram_counts)
@@ -96,7 +96,7 @@ def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: i
     }
     head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D), torch.randn(B, M)]
     head_shapes = {name: {0: batch} for name in HEAD_STATE}
-    if c.ngram_orders:
+    if c.ngrams:
         head_args += [torch.randint(1, c.ngram_buckets + 1, (B, 5)), torch.randint(0, 4, (B, 5)).float()]
         bag = torch.export.Dim("bag", min=1)
         head_shapes |= {name: {0: batch, 1: bag} for name in NGRAM_INPUTS}
@@ -123,7 +123,7 @@ def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: i
                 HeadGraph(model),
                 tuple(head_args),
                 bundle.head,
-                input_names=list(head_inputs(bool(c.ngram_orders))),
+                input_names=list(head_inputs(c.ngrams)),
                 output_names=list(HEAD_OUTPUTS),
                 dynamic_shapes=head_shapes,
                 dynamo=True,

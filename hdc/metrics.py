@@ -25,3 +25,23 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str] | tuple[str
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, y_true: np.ndarray, multilabel: bool, bins: int = 15
+) -> float:
+    """How far the probabilities are from the frequencies they claim: the predictions are put
+    in `bins` equal-width bins of confidence, and ECE = sum over bins of (share of predictions) x
+    |accuracy - mean confidence|. Single-label: each document's top class; multi-label: every
+    (document, label) pair, its probability against whether the label is there."""
+    if multilabel:
+        confidence, correct = probabilities.ravel(), y_true.ravel().astype(float)
+    else:
+        confidence, correct = probabilities.max(-1), (probabilities.argmax(-1) == y_true).astype(float)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)

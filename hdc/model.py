@@ -162,6 +162,12 @@ class HierarchicalClassifier(nn.Module):
         # The training curriculum fades the dense path in (set_dense_scale); saved, so a model
         # stopped early is used as it was trained.
         self.register_buffer("dense_scale", torch.ones(()))
+        # Chosen on validation after training (set_mix): the weight of the network's logits beside
+        # the fitted n-gram classifier's (0 where the network does not help), and the temperature
+        # that makes the probabilities calibrated. Checkpoints from before they existed load with
+        # 1 for both (upgrade), which leaves their outputs as they were.
+        self.register_buffer("deep_scale", torch.ones(()))
+        self.register_buffer("temperature", torch.ones(()))
 
         # word level
         self.embed = nn.Embedding(c.vocab_size, embed_dim, padding_idx=0)
@@ -190,7 +196,7 @@ class HierarchicalClassifier(nn.Module):
         self.bypass_norm = nn.LayerNorm(D)
         self.bypass = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
         self.head_norm = nn.LayerNorm(D)
-        if c.ngram_orders:
+        if c.ngrams:
             # Sparse gradients: a batch touches a few thousand of the table's rows (hdc.train
             # steps this table with SGD). Row 0 is padding.
             self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
@@ -205,7 +211,7 @@ class HierarchicalClassifier(nn.Module):
                 # then, so training never sees it.
                 self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
                 self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
-        head_in = D + (c.ngram_dim if c.ngram_orders else 0)
+        head_in = D + (c.ngram_dim if c.ngrams else 0)
         self.head = nn.Linear(head_in, num_classes)
 
     # ----------------------------------------------------------------------------------------
@@ -215,6 +221,17 @@ class HierarchicalClassifier(nn.Module):
     def set_dense_scale(self, scale: float) -> None:
         """How much of the dense path enters the document vector (a training curriculum fades it in)."""
         self.dense_scale.fill_(scale)
+
+    @torch.no_grad()
+    def set_mix(self, deep_scale: float, temperature: float) -> None:
+        """The weight of the network's logits against the n-gram classifier's, and the temperature."""
+        self.deep_scale.fill_(deep_scale)
+        self.temperature.fill_(temperature)
+
+    @staticmethod
+    def upgrade(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A checkpoint's weights with the buffers added since it was written, at their neutral value."""
+        return {name: torch.ones(()) for name in ("deep_scale", "temperature")} | weights
 
     @torch.no_grad()
     def set_ngram_idf(self, idf: Tensor) -> None:
@@ -353,7 +370,7 @@ class HierarchicalClassifier(nn.Module):
 
         document = dense + self.bypass(self.bypass_norm(dense + sparse))  # [B, D]
         features = self.head_norm(document)
-        if c.ngram_orders:
+        if c.ngrams:
             ids = state["ngram_ids"]  # [B, U]
             weights = ngram_weights(ids, state["ngram_counts"], self.ngram_idf, c.ngram_tf)  # [B, U]
             if self.export:  # exported as Gather, whose table int8 quantization stores as int8
@@ -362,11 +379,11 @@ class HierarchicalClassifier(nn.Module):
             else:
                 ngrams = self.ngram_embed(ids, per_sample_weights=weights)  # [B, E]
             features = torch.cat([features, ngrams], dim=-1)
-        logits = self.head(self.drop(features))  # [B, C]
+        logits = self.head(self.drop(features)) * self.deep_scale  # [B, C]
         if c.ngram_linear:  # which the config allows only with the n-gram branch
             rows = nn.functional.embedding(ids, self.ngram_linear)  # [B, U, C]
             logits = logits + torch.einsum("bu,buc->bc", weights, rows) + self.ngram_linear_bias
-        return logits, fusion
+        return logits / self.temperature, fusion
 
     # ----------------------------------------------------------------------------------------
 

@@ -86,7 +86,15 @@ class ModelInfo:
         except Exception as e:  # tokenizers raises its own exception types
             raise HdcError(f"its tokenizer is unreadable ({str(e).splitlines()[0]})") from None
         m = self.config.model
-        return Segmenter(tokenizer, m.phrase_tokens, m.sentence_tokens, m.ngram_orders, m.ngram_buckets, m.ngram_raw)
+        return Segmenter(
+            tokenizer,
+            m.phrase_tokens,
+            m.sentence_tokens,
+            m.ngram_orders,
+            m.ngram_buckets,
+            m.ngram_raw,
+            m.ngram_word_orders,
+        )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ byte-level BPE tokenizer trained on the user's corpus, and each sentence's token
 phrases of at most T tokens (balanced, so a 33-token sentence with T=32 gives 17 + 16, not
 32 + 1). A phrase never crosses a sentence: it is the unit of sparse selection.
 
-Each phrase can also carry its hashed character n-grams (`char_ngrams`), the input of the
+Each phrase can also carry its hashed character and word n-grams (`char_ngrams`, `word_ngrams`), the input of the
 model's n-gram branch; they travel with the phrase through truncation, blocks and dropout.
 
 Long texts arrive in chunks (`Segmenter.blocks`): the splitter only emits sentences whose end it
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -171,11 +172,18 @@ class Segmenter:
         ngram_orders: tuple[int, ...] = (),
         ngram_buckets: int = 0,
         ngram_raw: bool = False,
+        word_orders: tuple[int, ...] = (),
     ):
         self.tokenizer = tokenizer
         self.phrase_tokens = phrase_tokens
         self.sentence_tokens = sentence_tokens
         self.ngram_orders, self.ngram_buckets, self.ngram_raw = tuple(ngram_orders), ngram_buckets, ngram_raw
+        self.word_orders = tuple(word_orders)
+
+    @property
+    def ngrams(self) -> bool:
+        """Whether phrases carry hashed n-grams (of characters, of words, or both)."""
+        return bool(self.ngram_orders or self.word_orders)
 
     @property
     def vocab_size(self) -> int:
@@ -222,7 +230,7 @@ class Segmenter:
                 sentence_spans=np.zeros((0, 2), np.int64),
                 phrase_spans=np.zeros((0, 2), np.int64),
                 token_spans=np.zeros((0, T, 2), np.int64) if offsets else None,
-                ngrams=np.zeros((0, 1), np.int32) if self.ngram_orders else None,
+                ngrams=np.zeros((0, 1), np.int32) if self.ngrams else None,
             )
         ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32, n)
         token_spans = np.fromiter(
@@ -270,8 +278,15 @@ class Segmenter:
             full_spans = np.zeros((P, T, 2), np.int64)
             full_spans[phrase, column] = token_spans
         ngrams = None
-        if self.ngram_orders:
-            ngrams = char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets, self.ngram_raw)
+        if self.ngrams:
+            parts = []
+            if self.ngram_orders:
+                parts.append(
+                    char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets, self.ngram_raw)
+                )
+            if self.word_orders:
+                parts.append(word_ngrams(text, phrase_spans - base, self.word_orders, self.ngram_buckets))
+            ngrams = _side_by_side(parts)
         return Segments(
             tokens=tokens,
             phrase_sentence=np.arange(len(counts), dtype=np.int32).repeat(phrases),
@@ -359,6 +374,36 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
         out[first, column] = ids
         filled += counts
     return out
+
+
+_WORD = re.compile(r"\w\w+")  # scikit-learn's default token pattern: words of two or more letters
+
+
+def word_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int) -> np.ndarray:
+    """[P, G] int32: the hashed word n-grams of each span of `text` (bucket + 1; 0 pads), as
+    scikit-learn's word analyzer makes them: lower-cased words of two or more letters, n-grams of
+    consecutive words inside the span. The hash is CRC-32 of the n-gram's words, with its order in
+    front (so that no word n-gram hashes as a character n-gram's text would), the same everywhere."""
+    rows = []
+    for a, b in spans:
+        words = _WORD.findall(text, a, b)
+        words = [w.lower() for w in words]
+        rows.append(
+            [
+                zlib.crc32(f"\x00{n}\x00{' '.join(words[i : i + n])}".encode()) % buckets + 1
+                for n in orders
+                for i in range(len(words) - n + 1)
+            ]
+        )
+    out = np.zeros((len(rows), max([1] + [len(r) for r in rows])), np.int32)
+    for p, row in enumerate(rows):
+        out[p, : len(row)] = row
+    return out
+
+
+def _side_by_side(parts: list[np.ndarray]) -> np.ndarray:
+    """Each phrase's n-grams of every kind in one row: [P, G1] and [P, G2] -> [P, G1 + G2]."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def ngram_bag(ngrams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -48,8 +48,9 @@ def test_overrides_are_typed_and_checked():
     with pytest.raises(UsageError, match="model.ngram_tf must be sublinear or binary, got 'log'"):
         load_config(None, ["model.ngram_tf=log"])
     with pytest.raises(UsageError, match="model.ngram_linear needs the n-gram branch: set model.ngram_orders"):
-        load_config(None, ["model.ngram_linear=true"])
+        load_config(None, ["model.ngram_orders=[]", "model.ngram_word_orders=[]", "model.ngram_linear=true"])
     with pytest.raises(
-        UsageError, match=r"train.ngram_linear_c and train.ngram_linear_scale must each list at least one number"
+        UsageError,
+        match=r"train.ngram_linear_c, train.ngram_linear_scale and train.deep_weights must each list at least one number",
     ):
         load_config(None, ["train.ngram_linear_scale=[]"])

@@ -20,3 +20,14 @@ def test_multilabel_accuracy_is_exact_match():
 
 def test_confusion_counts_true_by_predicted():
     assert confusion(np.array([0, 1, 1]), np.array([0, 0, 1]), 3).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not():
+    from hdc.metrics import expected_calibration_error
+
+    y = np.array([0, 0, 0, 1])  # 3 of 4 right at confidence 0.75: calibrated
+    p = np.array([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(p, y, multilabel=False) < 1e-9
+    overconfident = np.array([[0.99, 0.01]] * 4)
+    assert abs(expected_calibration_error(overconfident, y, multilabel=False) - 0.24) < 1e-9
+    assert expected_calibration_error(np.array([[0.9, 0.1]]), np.array([[1, 0]]), multilabel=True) > 0

@@ -135,6 +135,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         return len(self._batches())
 
 
+def steps_per_epoch(phrases: list[int], phrase_tokens: int, step_tokens: int) -> int:
+    """How many batches BucketBatchSampler makes of documents of these phrase counts."""
+    return BucketBatchSampler(phrases, [0] * len(phrases), phrase_tokens, step_tokens, shuffle=False, seed=0).length
+
+
 def data_epoch(trainer: L.Trainer | None) -> int:
     """The epoch about to be trained. After a resume from a checkpoint written at an epoch's end,
     trainer.current_epoch still names the finished epoch until the next one has started; the

@@ -27,18 +27,20 @@ class LitClassifier(L.LightningModule):
     """The model as Lightning trains it. Its `model` attribute is what a checkpoint's weights are
     saved under (hdc.checkpoint.WEIGHTS)."""
 
-    def __init__(self, info: ModelInfo):
+    def __init__(self, info: ModelInfo, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.info = info
         self.model = HierarchicalClassifier(info.config.model, len(info.labels))
+        self.class_weights = class_weights  # [C] (train.class_weight), or None: not saved, recomputed
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparse_optimizer: torch.optim.Optimizer | None = None
         self._resumed_sparse_state: dict | None = None
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.info.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, targets)
-        return F.cross_entropy(logits, targets, label_smoothing=self.info.config.train.label_smoothing)
+            return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.class_weights)
+        smoothing = self.info.config.train.label_smoothing
+        return F.cross_entropy(logits, targets, weight=self.class_weights, label_smoothing=smoothing)
 
     def on_train_epoch_start(self) -> None:
         # Dropout draws depend on (seed, epoch) alone, so resuming repeats an uninterrupted run.
@@ -128,3 +130,13 @@ class LitClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_sparse_state = checkpoint.get("sparse_optimizer")
+
+
+def class_weights(targets: np.ndarray, num_classes: int, multilabel: bool) -> torch.Tensor:
+    """Balanced weights from the training targets: n / (C x count) per class, as scikit-learn's
+    class_weight="balanced"; multi-label, each label's negatives / positives (BCE's pos_weight)."""
+    if multilabel:
+        positives = targets.sum(0)
+        return torch.from_numpy(((len(targets) - positives) / np.maximum(positives, 1)).astype(np.float32))
+    counts = np.bincount(targets, minlength=num_classes)
+    return torch.from_numpy((len(targets) / (num_classes * np.maximum(counts, 1))).astype(np.float32))

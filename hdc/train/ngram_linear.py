@@ -47,7 +47,7 @@ def ngram_matrix(segments: list[Segments], idf: torch.Tensor, tf: str):
     return csr_matrix((np.concatenate(values), np.concatenate(indices), indptr), shape=(len(segments), len(idf)))
 
 
-def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool, c: float):
+def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool, c: float, balanced: bool = False):
     """A LinearSVC's weights [F, C] and biases [C], one column per class: one-vs-rest, as
     scikit-learn fits several classes. Two classes give one decision function: it goes to class 1."""
     weights = np.zeros((features.shape[1], num_classes), np.float32)
@@ -56,29 +56,55 @@ def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool
     for j, y in enumerate(columns):
         if len(np.unique(y)) < 2:  # a label on every document or on none: nothing to separate
             continue
-        svm = LinearSVC(C=c, dual=True, max_iter=5000).fit(features, y)
+        svm = LinearSVC(C=c, dual=True, max_iter=5000, class_weight="balanced" if balanced else None).fit(features, y)
         rows = slice(j, j + 1) if multilabel else slice(num_classes - len(svm.coef_), num_classes)
         weights[:, rows], bias[rows] = svm.coef_.T, svm.intercept_
     return weights, bias
 
 
-def fit_ngram_linear(checkpoint_path: Path, data: DocumentData, info: ModelInfo) -> dict:
-    """Fit the model's n-gram linear classifier (model.ngram_linear) on the training bags and
-    store it in the checkpoint. With validation data, every (C, scale) of the config is scored
-    there on top of the trained model's logits, and the best pair kept (the first in the
-    config's order on a tie)."""
+def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInfo) -> dict:
+    """What is fitted once the network is trained, stored in the checkpoint:
+
+    - the n-gram linear classifier (model.ngram_linear), on the training bags. With validation
+      data, every (weight of the network's logits, C, scale) of the config is scored there and
+      the best kept (the first in the config's order on a tie): the data decides the mix, and a
+      network that does not help gets weight 0;
+    - the temperature of a single-label model's logits, which makes the validation log-loss
+      least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
-    t, labels, multilabel = info.config.train, info.labels, info.multilabel
     checkpoint = read_checkpoint(checkpoint_path)
     model, _ = model_from_checkpoint(checkpoint, checkpoint_path)
+    validate = len(data.valid_set) > 0
+    logits = _logits(model, data.valid_set) if validate else None  # the network's alone: no linear part yet
+    result: dict = {}
+    if model.config.ngram_linear:
+        mix, result, logits = _fit_linear_mix(model, data, info, logits)
+        result |= mix
+    deep = result.get("deep_weight", 1.0)
+    temperature = 1.0
+    if validate and not info.multilabel and len(data.valid_set) >= CALIBRATION_DOCUMENTS:
+        temperature = fit_temperature(logits, data.valid_set.targets)
+    model.set_mix(deep, temperature)
+    store_weights(checkpoint, model)
+    with atomic_open(checkpoint_path, "wb") as f:
+        torch.save(checkpoint, f)
+    return result | {"temperature": round(temperature, 4), "seconds": round(time.perf_counter() - start, 1)}
+
+
+CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a temperature by chance
+
+
+def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
+    """Fit the linear classifier, choose (deep weight, C, scale) on validation, set it in the
+    model; returns the choice, the scores before and after, and the mixed validation logits."""
+    t, labels, multilabel = info.config.train, info.labels, info.multilabel
+    balanced = t.class_weight == "balanced"
     model.set_ngram_linear(torch.zeros_like(model.ngram_linear), torch.zeros_like(model.ngram_linear_bias))
     train_x = ngram_matrix(data.train_set.segments, model.ngram_idf, model.config.ngram_tf)
-    candidates = [(c, scale) for c in t.ngram_linear_c for scale in t.ngram_linear_scale]
-    fits = {}
-    best, result = None, {}
-    if len(data.valid_set) and len(candidates) > 1:
+    candidates = [(d, c, scale) for d in t.deep_weights for c in t.ngram_linear_c for scale in t.ngram_linear_scale]
+    fits, result = {}, {}
+    if logits is not None and len(candidates) > 1:
         valid_x = ngram_matrix(data.valid_set.segments, model.ngram_idf, model.config.ngram_tf)
-        logits = _logits(model, data.valid_set)
         targets = data.valid_set.targets
 
         def macro_f1(z: np.ndarray) -> float:
@@ -86,22 +112,32 @@ def fit_ngram_linear(checkpoint_path: Path, data: DocumentData, info: ModelInfo)
             return scores(targets, predicted, labels, multilabel)["macro_f1"]
 
         result["valid_macro_f1_before"] = macro_f1(logits)
-        for c, scale in candidates:
+        best = None
+        for d, c, scale in candidates:
             if c not in fits:
-                fits[c] = fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c)
+                fits[c] = fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
             weights, bias = fits[c]
-            score = macro_f1(logits + scale * (valid_x @ weights + bias))
+            mixed = d * logits + scale * (valid_x @ weights + bias)
+            score = macro_f1(mixed)
             if best is None or score > best[0]:
-                best = (score, c, scale)
-        result["valid_macro_f1_after"], c, scale = best
+                best = (score, d, c, scale, mixed)
+        result["valid_macro_f1_after"], d, c, scale, logits = best
     else:
+        d = t.deep_weights[0]
         c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
-    weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c)
+    weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
     model.set_ngram_linear(torch.from_numpy(scale * weights), torch.from_numpy(scale * bias))
-    store_weights(checkpoint, model)
-    with atomic_open(checkpoint_path, "wb") as f:
-        torch.save(checkpoint, f)
-    return {"c": c, "scale": scale, **result, "seconds": round(time.perf_counter() - start, 1)}
+    return {"deep_weight": d, "c": c, "scale": scale}, result, logits
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The T in [0.05, 20] (a log grid) whose softmax(logits / T) gives the least log-loss."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
+    losses = [
+        -np.log(np.clip(logits_to_probabilities(logits / T, False)[np.arange(len(targets)), targets], 1e-12, 1)).mean()
+        for T in grid
+    ]
+    return float(grid[int(np.argmin(losses))])
 
 
 @torch.no_grad()

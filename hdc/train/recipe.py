@@ -36,9 +36,9 @@ from ..errors import HdcError, UsageError
 from ..io import write_atomic
 from ..schema import ModelInfo, RunLayout, targets
 from ..text import CHARS_PER_TOKEN, Segmenter, train_tokenizer
-from .batches import DocumentData, EncodedDocuments
-from .module import SELECT, LitClassifier
-from .ngram_linear import fit_ngram_linear, ngram_idf
+from .batches import DocumentData, EncodedDocuments, steps_per_epoch
+from .module import SELECT, LitClassifier, class_weights
+from .ngram_linear import CALIBRATION_DOCUMENTS, fit_after_training, ngram_idf
 from .plumbing import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -124,33 +124,37 @@ def _train(
         vectors = load_word_vectors(Path(embeddings), segmenter)
         config = replace(config, model=replace(config.model, embed_dim=vectors.shape[1]))
         info = replace(info, config=config)
-    write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    write_atomic(run.labels, json.dumps(list(info.labels), indent=1))
-    write_atomic(run.tokenizer, info.tokenizer)
 
-    # --- every document cut into phrases once
+    # --- every document cut into phrases once; the schedule fitted to the corpus's size
     valid_note = len(valid_examples) if validate else "none (data.valid_fraction=0: the last epoch is kept)"
     print(
         f"train: {len(train_examples)} documents, valid: {valid_note}, classes: {len(labels)}"
         f"{' (multi-label)' if multilabel else ''}",
         file=sys.stderr,
     )
-    data = DocumentData(
-        _encode(train_examples, segmenter, info, d.max_tokens),
-        _encode(valid_examples, segmenter, info, d.max_tokens),
-        config,
-    )
+    train_set = _encode(train_examples, segmenter, info, d.max_tokens)
+    config, adapted = fit_schedule(config, train_set)
+    if adapted:
+        print(f"train: a small corpus, so {adapted}", file=sys.stderr)
+    info, t = replace(info, config=config), config.train
+    data = DocumentData(train_set, _encode(valid_examples, segmenter, info, d.max_tokens), config)
+    write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_atomic(run.labels, json.dumps(list(info.labels), indent=1))
+    write_atomic(run.tokenizer, info.tokenizer)
 
     # --- the model, with its fixed parts set
     quiet_lightning()
     if t.threads:
         torch.set_num_threads(t.threads)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    module = LitClassifier(info)
+    weights = None
+    if t.class_weight == "balanced":
+        weights = class_weights(train_set.targets, len(labels), multilabel)
+    module = LitClassifier(info, weights)
     if vectors is not None:
         with torch.no_grad():
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
-    if config.model.ngram_orders:
+    if config.model.ngrams:
         idf = ngram_idf(data.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
         module.model.set_ngram_idf(torch.from_numpy(idf))
 
@@ -201,6 +205,7 @@ def _train(
     trainer.fit(module, datamodule=data, ckpt_path=str(run.last) if resume else None, weights_only=True)
     summary = {
         "best_checkpoint": str(run.best),
+        **({"schedule_fitted": adapted} if adapted else {}),
         **best_epoch(run.metrics),
         "epochs": trainer.current_epoch,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -210,14 +215,55 @@ def _train(
     # --- the n-gram linear classifier, fitted into best.ckpt; the summary
     if trainer.global_rank != 0:
         return summary
+    if not run.best.exists():  # stopped (train.max_steps) before the first validation
+        write_atomic(run.summary, json.dumps(summary, indent=1))
+        return summary
+    fitted = fit_after_training(run.best, data, info)
+    summary["fitted_after_training"] = fitted
     if config.model.ngram_linear:
-        fitted = fit_ngram_linear(run.best, data, info)
-        summary["ngram_linear"] = fitted
         before, after = fitted.get("valid_macro_f1_before"), fitted.get("valid_macro_f1_after")
         scored = f", validation macro-F1 {before:.4f} -> {after:.4f}" if after is not None else ""
-        print(f"n-gram linear classifier: C={fitted['c']:g}, scale {fitted['scale']:g}{scored}", file=sys.stderr)
+        print(
+            f"mix: the network's logits x {fitted['deep_weight']:g} + the n-gram linear classifier's "
+            f"(C={fitted['c']:g}) x {fitted['scale']:g}{scored}",
+            file=sys.stderr,
+        )
+    calibrated = len(data.valid_set) >= CALIBRATION_DOCUMENTS and not multilabel
+    print(
+        f"temperature: {fitted['temperature']:g}, fitted on validation"
+        if calibrated
+        else f"temperature: 1, not fitted (it takes {CALIBRATION_DOCUMENTS} validation documents, single-label)",
+        file=sys.stderr,
+    )
     write_atomic(run.summary, json.dumps(summary, indent=1))
     return summary
+
+
+# An epoch of fewer optimizer steps than this learns next to nothing (a 48-document corpus once
+# made one step an epoch, and its 50 warm-up steps never ended).
+MIN_STEPS_PER_EPOCH = 16
+
+
+def fit_schedule(config: Config, train_set: EncodedDocuments) -> tuple[Config, str]:
+    """The config with its batches and warm-up fitted to a small corpus: batches small enough
+    for MIN_STEPS_PER_EPOCH steps an epoch (down to one document), and warm-up no longer than a
+    tenth of all steps. Returns the config and what changed (empty when nothing did)."""
+    t, T = config.train, config.model.phrase_tokens
+    if not t.fit_schedule:
+        return config, ""
+    phrases = [s.num_phrases for s in train_set.segments]
+    step_tokens = t.step_tokens
+    while steps_per_epoch(phrases, T, step_tokens) < MIN_STEPS_PER_EPOCH and step_tokens > T * max(phrases):
+        step_tokens = max(T * max(phrases), step_tokens // 2)
+    steps = steps_per_epoch(phrases, T, step_tokens) * t.max_epochs
+    warmup = min(t.warmup_steps, max(1, steps // 10))
+    changes = [
+        f"train.{key} {old} -> {new}"
+        for key, old, new in (("step_tokens", t.step_tokens, step_tokens), ("warmup_steps", t.warmup_steps, warmup))
+        if old != new
+    ]
+    config = replace(config, train=replace(t, step_tokens=step_tokens, warmup_steps=warmup))
+    return config, ", ".join(changes)
 
 
 def _encode(examples: list[Example], segmenter: Segmenter, info: ModelInfo, max_tokens: int) -> EncodedDocuments:

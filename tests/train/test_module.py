@@ -13,7 +13,7 @@ def test_training_steps_select_fewer_phrases_than_inference(monkeypatch):
     from hdc.schema import ModelInfo
     from hdc.train.module import LitClassifier
 
-    model = replace(CONFIG, ngram_orders=())
+    model = replace(CONFIG, ngram_orders=(), ngram_word_orders=(), ngram_linear=False)
     inputs = {k: v for k, v in batch().items() if not k.startswith("ngram")}
     selected = []
     for train_config, expected in ((TrainConfig(select_k=1), 1), (TrainConfig(), CONFIG.top_k)):
@@ -50,3 +50,19 @@ def test_ngram_table_takes_sgd_steps_at_ngram_lr(tmp_path):
     once, twice = tables[5.0] - tables[0.0], tables[10.0] - tables[0.0]
     assert once.abs().max() > 1e-4
     assert torch.allclose(twice, 2 * once, atol=1e-6)
+
+
+def test_balanced_class_weights_are_inverse_frequencies():
+    import numpy as np
+
+    from hdc.train.module import class_weights
+
+    single = class_weights(np.array([0, 0, 0, 1]), 2, multilabel=False)
+    assert torch.allclose(single, torch.tensor([4 / 6, 4 / 2]))
+    multi = class_weights(np.array([[1, 0], [1, 1], [1, 0], [0, 0]], np.float32), 2, multilabel=True)
+    assert torch.allclose(multi, torch.tensor([1 / 3, 3 / 1]))
+
+
+def test_training_with_balanced_class_weights(tmp_path):
+    result = run_cli(*tiny_train_args(tmp_path / "run"), *TWO_STEPS, "--set", "train.class_weight=balanced")
+    assert result.exit_code == 0, result.output

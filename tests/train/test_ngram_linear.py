@@ -36,11 +36,12 @@ def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
 
     out = tmp_path / "linear"
     grid = ("--set", "train.ngram_linear_c=[0.5]", "--set", "train.ngram_linear_scale=[2.0]")
+    grid += ("--set", "train.deep_weights=[1.0]")
     result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
     assert result.exit_code == 0, result.output
-    fitted = json.loads(result.stdout)["ngram_linear"]
+    fitted = json.loads(result.stdout)["fitted_after_training"]
     assert (fitted["c"], fitted["scale"]) == (0.5, 2.0) and "valid_macro_f1_after" not in fitted  # one candidate
-    assert "n-gram linear classifier: C=0.5, scale 2" in result.stderr
+    assert "the n-gram linear classifier's (C=0.5) x 2" in result.stderr
     assert not torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"]["model.ngram_linear"].any()
 
     model, info = model_from_checkpoint(read_checkpoint(out / "checkpoints/best.ckpt"), "best.ckpt")
@@ -58,8 +59,8 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     grid = ("--set", "train.ngram_linear_c=[0.1, 1.0]", "--set", "train.ngram_linear_scale=[0.5, 4.0]")
     result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
     assert result.exit_code == 0, result.output
-    chosen = json.loads(result.stdout)["ngram_linear"]
-    assert chosen["c"] in (0.1, 1.0) and chosen["scale"] in (0.5, 4.0)
+    chosen = json.loads(result.stdout)["fitted_after_training"]
+    assert chosen["c"] in (0.1, 1.0) and chosen["scale"] in (0.5, 4.0) and chosen["deep_weight"] in (0.0, 1.0)
     assert 0 <= chosen["valid_macro_f1_before"] <= 1 and 0 <= chosen["valid_macro_f1_after"] <= 1
     assert "validation macro-F1" in result.stderr
 
@@ -80,3 +81,13 @@ def test_fit_linear_gives_a_column_per_class():
     weights, bias = fit_linear(features, labels, 3, multilabel=True, c=1.0)
     assert not weights[:, 1].any() and bias[1] == 0
     assert weights[0, 0] > 0 > weights[0, 2]
+
+
+def test_the_temperature_makes_validation_log_loss_least():
+    from hdc.train.ngram_linear import fit_temperature
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 400)
+    logits = np.eye(3)[targets] * 2.0 + rng.normal(0, 1, (400, 3))
+    base = fit_temperature(logits, targets)
+    assert 0.05 < base < 20 and abs(fit_temperature(logits * 5, targets) / base - 5) < 0.3  # 5x sharper: 5x cooler
