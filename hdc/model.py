@@ -159,10 +159,10 @@ class HierarchicalClassifier(nn.Module):
         self.export = export
         D, T = c.d_model, c.phrase_tokens
         embed_dim = c.embed_dim or D
-        # The training curriculum fades the dense path in (set_dense_scale); saved, so a model
+        # The training curriculum fades the dense path in (set); saved, so a model
         # stopped early is used as it was trained.
         self.register_buffer("dense_scale", torch.ones(()))
-        # Chosen on validation after training (set_mix): the weight of the network's logits beside
+        # Chosen on validation after training (set): the weight of the network's logits beside
         # the fitted n-gram classifier's (0 where the network does not help), and the temperature
         # that makes the probabilities calibrated. Checkpoints from before they existed load with
         # 1 for both (upgrade), which leaves their outputs as they were.
@@ -201,13 +201,13 @@ class HierarchicalClassifier(nn.Module):
             # steps this table with SGD). Row 0 is padding.
             self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
             nn.init.normal_(self.ngram_embed.weight, std=0.02)
-            # Fixed IDF weight of each bucket, from the training split (set_ngram_idf); padding gets 0.
+            # Fixed IDF weight of each bucket, from the training split (set); padding gets 0.
             idf = torch.ones(c.ngram_buckets + 1)
             idf[0] = 0.0
             self.register_buffer("ngram_idf", idf)
             if c.ngram_linear:
                 # A linear classifier on the same weighted bag, fitted to convergence once
-                # training is done (set_ngram_linear); its scores add to the logits. Zero until
+                # training is done (set); its scores add to the logits. Zero until
                 # then, so training never sees it.
                 self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
                 self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
@@ -217,32 +217,24 @@ class HierarchicalClassifier(nn.Module):
     # ----------------------------------------------------------------------------------------
     # the parts that are set rather than trained
 
-    @torch.no_grad()
-    def set_dense_scale(self, scale: float) -> None:
-        """How much of the dense path enters the document vector (a training curriculum fades it in)."""
-        self.dense_scale.fill_(scale)
+    # dense_scale: how much of the dense path enters the document vector (a curriculum fades it in);
+    # deep_scale, temperature: the network's weight beside the n-gram classifier, and the logits'
+    # temperature, chosen on validation; ngram_idf: [buckets + 1] IDF weights of the training
+    # split; ngram_linear, ngram_linear_bias: [buckets + 1, C] and [C], the fitted classifier.
+    SET = ("dense_scale", "deep_scale", "temperature", "ngram_idf", "ngram_linear", "ngram_linear_bias")
 
     @torch.no_grad()
-    def set_mix(self, deep_scale: float, temperature: float) -> None:
-        """The weight of the network's logits against the n-gram classifier's, and the temperature."""
-        self.deep_scale.fill_(deep_scale)
-        self.temperature.fill_(temperature)
+    def set(self, **values: float | Tensor) -> None:
+        """Set some of the buffers in SET, e.g. model.set(deep_scale=0.0, temperature=1.3)."""
+        for name, value in values.items():
+            if name not in self.SET:
+                raise KeyError(f"{name} is not one of the set parts: {', '.join(self.SET)}")
+            getattr(self, name).copy_(torch.as_tensor(value))
 
     @staticmethod
     def upgrade(weights: dict[str, Tensor]) -> dict[str, Tensor]:
         """A checkpoint's weights with the buffers added since it was written, at their neutral value."""
         return {name: torch.ones(()) for name in ("deep_scale", "temperature")} | weights
-
-    @torch.no_grad()
-    def set_ngram_idf(self, idf: Tensor) -> None:
-        """[buckets + 1] each n-gram bucket's IDF weight, from the training split."""
-        self.ngram_idf.copy_(idf)
-
-    @torch.no_grad()
-    def set_ngram_linear(self, weights: Tensor, bias: Tensor) -> None:
-        """[buckets + 1, C] and [C]: the fitted linear classifier on the n-gram bag (zeros: none)."""
-        self.ngram_linear.copy_(weights)
-        self.ngram_linear_bias.copy_(bias)
 
     # ----------------------------------------------------------------------------------------
     # encode: one block of phrases -> mergeable state (+ weights for inspection)

@@ -197,3 +197,16 @@ def test_golden_logits():
 
 
 GOLDEN = [[-0.02073, -0.26739, -0.46518], [0.4173, -0.16001, -0.55673]]
+
+
+def test_set_parts_are_named_and_neutral_by_default():
+    import pytest
+
+    m = model()
+    logits = m(**batch())
+    m.set(deep_scale=1.0, temperature=1.0)
+    assert torch.equal(m(**batch()), logits)  # the neutral values leave the outputs as they were
+    m.set(temperature=2.0)
+    assert torch.allclose(m(**batch()), logits / 2)
+    with pytest.raises(KeyError, match="not one of the set parts"):
+        m.set(head=0.0)

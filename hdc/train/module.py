@@ -48,7 +48,7 @@ class LitClassifier(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         warmup = self.info.config.train.dense_warmup_steps
-        self.model.set_dense_scale(min(1.0, self.global_step / warmup) if warmup else 1.0)
+        self.model.set(dense_scale=min(1.0, self.global_step / warmup) if warmup else 1.0)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch

@@ -84,7 +84,7 @@ def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInf
     temperature = 1.0
     if validate and not info.multilabel and len(data.valid_set) >= CALIBRATION_DOCUMENTS:
         temperature = fit_temperature(logits, data.valid_set.targets)
-    model.set_mix(deep, temperature)
+    model.set(deep_scale=deep, temperature=temperature)
     store_weights(checkpoint, model)
     with atomic_open(checkpoint_path, "wb") as f:
         torch.save(checkpoint, f)
@@ -99,7 +99,7 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     model; returns the choice, the scores before and after, and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     balanced = t.class_weight == "balanced"
-    model.set_ngram_linear(torch.zeros_like(model.ngram_linear), torch.zeros_like(model.ngram_linear_bias))
+    model.set(ngram_linear=0.0, ngram_linear_bias=0.0)
     train_x = ngram_matrix(data.train_set.segments, model.ngram_idf, model.config.ngram_tf)
     candidates = [(d, c, scale) for d in t.deep_weights for c in t.ngram_linear_c for scale in t.ngram_linear_scale]
     fits, result = {}, {}
@@ -126,7 +126,7 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
         d = t.deep_weights[0]
         c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
     weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
-    model.set_ngram_linear(torch.from_numpy(scale * weights), torch.from_numpy(scale * bias))
+    model.set(ngram_linear=torch.from_numpy(scale * weights), ngram_linear_bias=torch.from_numpy(scale * bias))
     return {"deep_weight": d, "c": c, "scale": scale}, result, logits
 
 

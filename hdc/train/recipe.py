@@ -156,7 +156,7 @@ def _train(
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
     if config.model.ngrams:
         idf = ngram_idf(data.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
-        module.model.set_ngram_idf(torch.from_numpy(idf))
+        module.model.set(ngram_idf=torch.from_numpy(idf))
 
     # --- Lightning: best checkpoint by validation, last after every epoch, early stopping
     trainer = L.Trainer(
