@@ -35,6 +35,11 @@ section h2 { font-size: 15px; margin: 24px 0 8px; }
 .snippet .ctx { color: #6b7280; }
 .snippet .head { font-size: 12px; color: #4b5563; margin-bottom: 2px; }
 .snippet mark { background: rgba(var(--heat), 0.45); }
+.why { border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 16px; margin-bottom: 20px; background: #fffbeb; }
+.why h2 { margin: 8px 0; }
+.why ol { margin: 4px 0 12px; padding-left: 22px; }
+.why .meta { color: #6b7280; font-size: 12px; }
+@media (max-width: 640px) { main { padding: 12px; } .sentence { grid-template-columns: 40px 1fr; gap: 6px; } }
 table.index { border-collapse: collapse; width: 100%; font-size: 14px; }
 table.index td, table.index th { border-bottom: 1px solid #e5e7eb; padding: 6px 8px; text-align: left; }
 """
@@ -89,7 +94,41 @@ def render_html(explanation: dict, text: str | None) -> str:
     head = _header(explanation) + _legend(queries, explanation["mode"] == "full")
     if explanation["mode"] == "summary" or text is None:
         return _page(name, head + _summary_body(explanation))
-    return _page(name, head + _full_body(explanation, text))
+    return _page(name, head + _why(explanation, text) + _full_body(explanation, text))
+
+
+PLAIN_BELOW = 0.02  # a sentence with less evidence than this share of the top sentence's is not tinted
+WHY_SENTENCES = 5  # the sentences the "why" panel ranks
+
+
+def _why(explanation: dict, text: str) -> str:
+    """The ranked answer to "why this label", at the top of the page: the sentences with the most
+    evidence and the phrases each query selected, each a link to its place in the text."""
+    label = ", ".join(explanation["labels"]) or "(no label)"
+    ranked = sorted(explanation["sentences"], key=lambda s: -s["evidence"])[:WHY_SENTENCES]
+    items = [
+        f'<li><a href="#s{s["index"]}">{html.escape(_clip(text[s["span"][0] : s["span"][1]]))}</a>'
+        f' <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
+        for s in ranked
+    ]
+    sentence_of = {p["index"]: p["sentence"] for p in explanation.get("phrases", [])}
+    picks = []
+    for s in sorted(explanation["selected"], key=lambda s: (s["rank"], s["query"]))[:WHY_SENTENCES]:
+        anchor = f"#s{sentence_of[s['phrase']]}" if s["phrase"] in sentence_of else ""
+        picks.append(
+            f'<li><a href="{anchor}">{html.escape(_clip(text[s["span"][0] : s["span"][1]]))}</a>'
+            f' <span class="meta">query {s["query"] + 1}, rank {s["rank"]}, weight {s["fusion"]:.3f}</span></li>'
+        )
+    return (
+        f'<section class="why"><h2>Why “{html.escape(label)}”</h2>'
+        f"<p>The sentences with the most evidence, best first:</p><ol>{''.join(items)}</ol>"
+        f"<p>The phrases the sparse path selected:</p><ol>{''.join(picks)}</ol></section>"
+    )
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _full_body(explanation: dict, text: str) -> str:
@@ -105,12 +144,30 @@ def _full_body(explanation: dict, text: str) -> str:
         phrase = phrases[t["phrase"]]
         value = t["weight"] * phrase["weight"] * sentences[phrase["sentence"]]["weight"]
         heat[(a, b)] = heat.get((a, b), 0.0) + value  # bytes of one character share its span
-    peak = max(heat.values(), default=1.0) or 1.0
+    # The heat is shown per word, not per subword ("apat|hetic"): touching tokens are one word,
+    # whose heat is the sum of its pieces'. Inside a phrase its pieces are painted as one span; a
+    # word that a phrase boundary cuts gets the same tint on both sides.
+    word_heat, word_of, last = [], {}, None
+    for span in sorted(heat):
+        if last is None or last[1] != span[0]:
+            word_heat.append(0.0)
+        word_heat[-1] += heat[span]
+        word_of[span], last = len(word_heat) - 1, span
     tokens_by_phrase: dict[int, list[tuple[int, int]]] = {}
-    for t in explanation["tokens"]:
+    for t in sorted(explanation["tokens"], key=lambda t: t["span"]):
         span = tuple(t["span"])
-        if span in heat and span not in tokens_by_phrase.get(t["phrase"], []):
-            tokens_by_phrase.setdefault(t["phrase"], []).append(span)
+        if span not in word_of:
+            continue
+        pieces = tokens_by_phrase.setdefault(t["phrase"], [])
+        if pieces and pieces[-1][1] == span[0]:  # the same word, in the same phrase
+            word_of[(pieces[-1][0], span[1])] = word_of[span]
+            pieces[-1] = (pieces[-1][0], span[1])
+        elif not pieces or pieces[-1] != span:
+            pieces.append(span)
+    heat = {span: word_heat[word] for span, word in word_of.items()}
+    peak = max(heat.values(), default=1.0) or 1.0
+    # A sentence with (next to) no evidence stays plain, so the eye goes where the label came from.
+    plain = {s["index"] for s in sentences if s["evidence"] < PLAIN_BELOW * top_sentence}
     picks: dict[int, list[dict]] = {}
     for s in explanation["selected"]:
         picks.setdefault(s["phrase"], []).append(s)
@@ -126,7 +183,7 @@ def _full_body(explanation: dict, text: str) -> str:
             pa, pb = p["span"]
             pieces.append(html.escape(text[cursor:pa]))
             inner, c = [], pa
-            for ta, tb in tokens_by_phrase.get(p["index"], []):
+            for ta, tb in [] if s["index"] in plain else tokens_by_phrase.get(p["index"], []):
                 inner.append(html.escape(text[c:ta]))
                 alpha = 0.04 + 0.81 * (heat[(ta, tb)] / peak) ** 0.5
                 inner.append(

@@ -178,3 +178,32 @@ def test_page_renders_in_chromium(tiny_run, document, tmp_path):
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_page_answers_why_at_the_top_with_links_into_the_text(tiny_run, document, tmp_path):
+    import re
+
+    page = tmp_path / "page.html"
+    assert run_cli("inspect", tiny_run, document, "--html", page).exit_code == 0
+    html_text = page.read_text()
+    why = html_text.index('class="why"')
+    assert why < html_text.index('class="sentence"')  # the panel comes before the text
+    links = re.findall(r'href="#(s\d+)"', html_text[why:])
+    assert links and all(f'id="{anchor}"' in html_text for anchor in links)
+
+
+def test_heat_is_per_word_and_plain_sentences_get_none(tiny_run, tmp_path):
+    import re
+
+    path = tmp_path / "doc.txt"
+    path.write_text("The Rovers won the final. Officials said more details would follow later.")
+    page = tmp_path / "page.html"
+    assert run_cli("inspect", tiny_run, path, "--html", page, "--json", tmp_path / "r.json").exit_code == 0
+    painted = re.findall(r'<span class="t"[^>]*>([^<]*)</span>', page.read_text())
+    words = set(path.read_text().split())  # each with its punctuation
+    assert painted and all(piece in words for piece in painted)  # whole words, no subword pieces
+    report = json.loads((tmp_path / "r.json").read_text())
+    top = max(s["evidence"] for s in report["sentences"])
+    for s in report["sentences"]:
+        body = page.read_text().split(f'id="s{s["index"]}"')[1].split('class="sentence"')[0]
+        assert ('class="t"' in body) == (s["evidence"] >= 0.02 * top)
