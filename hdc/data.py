@@ -128,10 +128,9 @@ class TextFile:
                 yield text, replaced
             return
         carry = ""  # a wide encoding: newlines are not single bytes, so decode first, then split
-        for chunk in self.chunks():
-            lines = (carry + chunk).splitlines(keepends=True)
-            carry = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
-            yield from ((line, 0) for line in lines)
+        for chunk in self.chunks():  # at "\n" only, as the UTF-8 path does (a JSON string may hold U+2028)
+            *lines, carry = (carry + chunk).split("\n")
+            yield from ((line + "\n", 0) for line in lines)
         if carry:
             yield carry, 0
 
