@@ -43,12 +43,18 @@ def crash_after(monkeypatch, n: int) -> None:
     monkeypatch.setattr(Predictor, "run", dies)
 
 
-def interrupted_then_resumed(monkeypatch, model, inputs, output, n=25):
-    """Predict `inputs` into `output`, die after n records, resume: the resumed run's result."""
+def killed_partway(monkeypatch, model, inputs, output, n=25) -> Path:
+    """Predict `inputs` into `output` and die after n records; the partial file left behind."""
     crash_after(monkeypatch, n)
     with pytest.raises(MemoryError):
         run_cli("predict", model, *inputs, "--output", output)
     monkeypatch.undo()
+    return output.with_name(output.name + ".partial")
+
+
+def interrupted_then_resumed(monkeypatch, model, inputs, output, n=25):
+    """Predict `inputs` into `output`, die after n records, resume: the resumed run's result."""
+    killed_partway(monkeypatch, model, inputs, output, n)
     return run_cli("predict", model, *inputs, "--output", output, "--resume")
 
 
@@ -148,11 +154,7 @@ def test_resume_keeps_every_document_of_two_files_with_the_same_ids(tiny_run, tm
 def test_resume_after_a_torn_last_line_without_newline(tiny_run, tmp_path, monkeypatch):
     expected = jsonl(run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl").stdout)
     output = tmp_path / "out.jsonl"
-    crash_after(monkeypatch, 25)
-    with pytest.raises(MemoryError):
-        run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output)
-    monkeypatch.undo()
-    partial = output.with_name("out.jsonl.partial")
+    partial = killed_partway(monkeypatch, tiny_run, [ASSETS / "tiny_test.jsonl"], output)
     partial.write_bytes(partial.read_bytes().rstrip(b"\n"))  # the last record lost its newline
     resumed = run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output, "--resume")
     assert resumed.exit_code == 0 and "24 documents already" in resumed.stderr
@@ -162,11 +164,7 @@ def test_resume_after_a_torn_last_line_without_newline(tiny_run, tmp_path, monke
 
 def test_resume_with_other_inputs_is_refused_and_keeps_the_partial(tiny_run, tmp_path, monkeypatch):
     output = tmp_path / "out.jsonl"
-    crash_after(monkeypatch, 10)
-    with pytest.raises(MemoryError):
-        run_cli("predict", tiny_run, ASSETS / "tiny_test.jsonl", "--output", output)
-    monkeypatch.undo()
-    partial = output.with_name("out.jsonl.partial")
+    partial = killed_partway(monkeypatch, tiny_run, [ASSETS / "tiny_test.jsonl"], output, n=10)
     before = partial.read_bytes()
     result = run_cli("predict", tiny_run, ASSETS / "tiny_valid.jsonl", "--output", output, "--resume")
     assert result.exit_code == 2 and "written for other inputs" in result.stderr
@@ -177,10 +175,7 @@ def test_resume_with_a_changed_document_is_refused(tiny_run, tmp_path, monkeypat
     data = tmp_path / "docs.jsonl"
     data.write_text((ASSETS / "tiny_test.jsonl").read_text())
     output = tmp_path / "out.jsonl"
-    crash_after(monkeypatch, 10)
-    with pytest.raises(MemoryError):
-        run_cli("predict", tiny_run, data, "--output", output)
-    monkeypatch.undo()
+    killed_partway(monkeypatch, tiny_run, [data], output, n=10)
     data.write_text(data.read_text().replace("the", "a", 1))  # same ids, other text
     result = run_cli("predict", tiny_run, data, "--output", output, "--resume")
     assert result.exit_code == 2 and "has changed" in result.stderr
