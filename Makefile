@@ -38,6 +38,7 @@ demo: $(STAMP)
 # Installs Debian's Chromium (needs root or sudo) and runs the inspection tests, the page render included.
 test-browser: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/pip install -q playwright
 	$(BIN)/python -m pytest -q tests/test_explain.py
 
 bench: $(STAMP)

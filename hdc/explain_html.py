@@ -27,7 +27,21 @@ header .meta { color: #6b7280; font-size: 13px; margin-bottom: 12px; }
 .margin .mbar { height: 8px; background: #0f766e; border-radius: 2px; min-width: 1px; }
 .margin .w { font-size: 10px; color: #6b7280; line-height: 1; margin-top: 2px; }
 .text { white-space: pre-wrap; }
-.t { border-radius: 2px; }
+.t { border-radius: 2px; background: rgba(var(--heat), var(--d)); }
+#path-sparse:checked ~ .doc .t { background: rgba(var(--heat), var(--s)); }
+.toggle { position: absolute; opacity: 0; }
+.levels { border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px 16px 12px; margin-bottom: 20px; font-size: 14px; }
+.levels h2 { margin: 8px 0; }
+.switch label { display: inline-block; padding: 3px 12px; border: 1px solid #9ca3af; cursor: pointer; font-size: 13px; }
+.switch label:first-child { border-radius: 6px 0 0 6px; } .switch label:last-child { border-radius: 0 6px 6px 0; border-left: 0; }
+#path-dense:checked ~ .levels label[for=path-dense], #path-sparse:checked ~ .levels label[for=path-sparse] { background: #1f2937; color: #fff; }
+#path-dense:focus-visible ~ .levels label[for=path-dense], #path-sparse:focus-visible ~ .levels label[for=path-sparse] { outline: 2px solid #2563eb; }
+.levels dl { display: grid; grid-template-columns: max-content 1fr; gap: 6px 14px; margin: 10px 0 0; }
+.levels dt { font-weight: 700; }
+.levels dd { margin: 0; }
+.levels .means { color: #6b7280; font-size: 12px; }
+.levels .sparse, #path-sparse:checked ~ .levels .dense { display: none; }
+#path-sparse:checked ~ .levels .sparse { display: block; }
 .sel { border: 2px solid; border-radius: 4px; padding: 0 1px; }
 .badge { font-size: 10px; font-weight: 700; color: #fff; border-radius: 3px; padding: 0 3px; margin-left: 2px; vertical-align: super; line-height: 1; }
 section h2 { font-size: 15px; margin: 24px 0 8px; }
@@ -39,7 +53,7 @@ section h2 { font-size: 15px; margin: 24px 0 8px; }
 .why h2 { margin: 8px 0; }
 .why ol { margin: 4px 0 12px; padding-left: 22px; }
 .why .meta { color: #6b7280; font-size: 12px; }
-@media (max-width: 640px) { main { padding: 12px; } .sentence { grid-template-columns: 40px 1fr; gap: 6px; } }
+@media (max-width: 640px) { main { padding: 12px; } .sentence { grid-template-columns: 40px 1fr; gap: 6px; } .levels dl { grid-template-columns: 1fr; } }
 table.index { border-collapse: collapse; width: 100%; font-size: 14px; }
 table.index td, table.index th { border-bottom: 1px solid #e5e7eb; padding: 6px 8px; text-align: left; }
 """
@@ -77,7 +91,7 @@ def _header(explanation: dict) -> str:
 def _legend(queries: int, full: bool) -> str:
     parts = []
     if full:
-        parts.append('<span><span class="swatch"></span> word weight × phrase weight × sentence weight</span>')
+        parts.append('<span><span class="swatch"></span> a word\'s weight in the path the switch below shows</span>')
     parts.append('<span><span class="mbar"></span> sentence evidence: its share of the document, both paths</span>')
     for m in range(queries):
         colour = QUERY_COLOURS[m % len(QUERY_COLOURS)]
@@ -94,7 +108,9 @@ def render_html(explanation: dict, text: str | None) -> str:
     head = _header(explanation) + _legend(queries, explanation["mode"] == "full")
     if explanation["mode"] == "summary" or text is None:
         return _page(name, head + _summary_body(explanation))
-    return _page(name, head + _why(explanation, text) + _full_body(explanation, text))
+    heat = WordHeat(explanation)
+    body = _levels(explanation, text, heat) + _why(explanation, text) + _full_body(explanation, text, heat)
+    return _page(name, head + body)
 
 
 PLAIN_BELOW = 0.02  # a sentence with less evidence than this share of the top sentence's is not tinted
@@ -131,41 +147,135 @@ def _clip(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _full_body(explanation: dict, text: str) -> str:
+class WordHeat:
+    """Each word's weight in the document, through the dense path and through the sparse one,
+    each scaled to its own maximum. A word's weight in its phrase times, for the dense path, its
+    phrase's weight in the sentence and its sentence's weight in the document; for the sparse
+    path, the fusion weights of the queries that selected its phrase, each counted by the share
+    of the prediction that query carries. Subword pieces are merged into words ("apat|hetic" is
+    one word), whose heat is the sum of its pieces'."""
+
+    def __init__(self, explanation: dict):
+        sentences, phrases = explanation["sentences"], explanation["phrases"]
+        shares = explanation["path_shares"]["queries"]
+        pieces: dict[tuple[int, int], list[float]] = {}
+        for t in explanation["tokens"]:
+            a, b = t["span"]
+            if a == b:
+                continue  # a lone word-start marker: no characters to paint
+            phrase = phrases[t["phrase"]]
+            dense = t["weight"] * phrase["weight"] * sentences[phrase["sentence"]]["weight"]
+            sparse = t["weight"] * sum(
+                q["fusion"] * shares[q["query"]] for q in phrase["queries"] if q["query"] < len(shares)
+            )
+            heat = pieces.setdefault((a, b), [0.0, 0.0])  # bytes of one character share its span
+            heat[0] += dense
+            heat[1] += sparse
+        # Touching pieces are one word. Inside a phrase its pieces are painted as one span; a word
+        # that a phrase boundary cuts gets the same tint on both sides.
+        words, word_of, last = [], {}, None
+        for span in sorted(pieces):
+            if last is None or last[1] != span[0]:
+                words.append([0.0, 0.0])
+            words[-1][0] += pieces[span][0]
+            words[-1][1] += pieces[span][1]
+            word_of[span], last = len(words) - 1, span
+        self.spans: dict[int, list[tuple[int, int]]] = {}  # phrase -> its words' spans
+        for t in sorted(explanation["tokens"], key=lambda t: t["span"]):
+            span = tuple(t["span"])
+            if span not in word_of:
+                continue
+            spans = self.spans.setdefault(t["phrase"], [])
+            if spans and spans[-1][1] == span[0]:  # the same word, in the same phrase
+                word_of[(spans[-1][0], span[1])] = word_of[span]
+                spans[-1] = (spans[-1][0], span[1])
+            elif not spans or spans[-1] != span:
+                spans.append(span)
+        peaks = [max((w[k] for w in words), default=0.0) or 1.0 for k in (0, 1)]
+        self.heat = {span: (words[w][0] / peaks[0], words[w][1] / peaks[1]) for span, w in word_of.items()}
+
+    def top(self, path: int, n: int) -> list[tuple[tuple[int, int], float]]:
+        return sorted(((span, h[path]) for span, h in self.heat.items() if h[path] > 0), key=lambda x: -x[1])[:n]
+
+
+LEVEL_ITEMS = 3  # items the levels panel lists per level and path
+
+
+def _levels(explanation: dict, text: str, heat: WordHeat) -> str:
+    """The weights of each level, word to document, for one path at a time. Two radio buttons
+    switch the panel and the text's heat between the dense and the sparse path, with CSS alone:
+    no script, no hover."""
+    sentences, phrases = explanation["sentences"], explanation["phrases"]
+    shares = explanation["path_shares"]
+    quote = lambda a, b: f"“{html.escape(_clip(text[a:b], 60))}”"  # noqa: E731
+
+    def items(rows: list[str]) -> str:
+        return "; ".join(rows) or "none"
+
+    dense = {
+        "document": f"dense path {shares['dense']:.0%} of the prediction",
+        "sentence": items(
+            [
+                f'<a href="#s{x["index"]}">{quote(*x["span"])}</a> {x["weight"]:.3f}'
+                for x in sorted(sentences, key=lambda x: -x["weight"])[:LEVEL_ITEMS]
+            ]
+        ),
+        "phrase": items(
+            [
+                f"{quote(*p['span'])} {p['weight']:.3f}"
+                for p in sorted(phrases, key=lambda p: -p["weight"] * sentences[p["sentence"]]["weight"])[:LEVEL_ITEMS]
+            ]
+        ),
+        "word": items([f"{quote(*span)} {h:.2f}" for span, h in heat.top(0, LEVEL_ITEMS)]),
+    }
+    picks = sorted(explanation["selected"], key=lambda x: (x["rank"], x["query"]))
+    sparse_sentences: dict[int, float] = {}
+    for x in picks:
+        sentence = phrases[x["phrase"]]["sentence"] if x["phrase"] < len(phrases) else None
+        if sentence is not None and x["query"] < len(shares["queries"]):
+            sparse_sentences[sentence] = (
+                sparse_sentences.get(sentence, 0.0) + x["fusion"] * shares["queries"][x["query"]]
+            )
+    sparse = {
+        "document": items([f"query {m + 1} {share:.0%}" for m, share in enumerate(shares["queries"])]),
+        "sentence": items(
+            [
+                f'<a href="#s{i}">{quote(*sentences[i]["span"])}</a> {w:.3f}'
+                for i, w in sorted(sparse_sentences.items(), key=lambda x: -x[1])[:LEVEL_ITEMS]
+            ]
+        ),
+        "phrase": items(
+            [
+                f"{quote(*x['span'])} query {x['query'] + 1}, rank {x['rank']}, fusion {x['fusion']:.3f}"
+                for x in picks[:LEVEL_ITEMS]
+            ]
+        ),
+        "word": items([f"{quote(*span)} {h:.2f}" for span, h in heat.top(1, LEVEL_ITEMS)]),
+    }
+    means = {
+        "document": "how the prediction splits between the dense path and each retrieval query",
+        "sentence": "how much each sentence counts in the document",
+        "phrase": "how much each phrase counts in its sentence (dense), or which phrases the queries retrieved (sparse)",
+        "word": "how much each word counts in its phrase, carried up through the path",
+    }
+    rows = "".join(
+        f'<dt>{level}</dt><dd><div class="means">{means[level]}</div>'
+        f'<div class="dense">{dense[level]}</div><div class="sparse">{sparse[level]}</div></dd>'
+        for level in ("document", "sentence", "phrase", "word")
+    )
+    return (
+        '<input type="radio" name="path" id="path-dense" class="toggle" checked>'
+        '<input type="radio" name="path" id="path-sparse" class="toggle">'
+        '<section class="levels"><h2>Weights at each level</h2>'
+        '<div class="switch"><label for="path-dense">dense path</label><label for="path-sparse">sparse path</label></div>'
+        f"<dl>{rows}</dl></section>"
+    )
+
+
+def _full_body(explanation: dict, text: str, heat: WordHeat) -> str:
     sentences = explanation["sentences"]
     phrases = explanation["phrases"]
     top_sentence = max((s["evidence"] for s in sentences), default=1.0) or 1.0
-    # The heat of a token is its share of the whole hierarchy, scaled to the document's maximum.
-    heat: dict[tuple[int, int], float] = {}
-    for t in explanation["tokens"]:
-        a, b = t["span"]
-        if a == b:
-            continue  # a lone word-start marker: no characters to paint
-        phrase = phrases[t["phrase"]]
-        value = t["weight"] * phrase["weight"] * sentences[phrase["sentence"]]["weight"]
-        heat[(a, b)] = heat.get((a, b), 0.0) + value  # bytes of one character share its span
-    # The heat is shown per word, not per subword ("apat|hetic"): touching tokens are one word,
-    # whose heat is the sum of its pieces'. Inside a phrase its pieces are painted as one span; a
-    # word that a phrase boundary cuts gets the same tint on both sides.
-    word_heat, word_of, last = [], {}, None
-    for span in sorted(heat):
-        if last is None or last[1] != span[0]:
-            word_heat.append(0.0)
-        word_heat[-1] += heat[span]
-        word_of[span], last = len(word_heat) - 1, span
-    tokens_by_phrase: dict[int, list[tuple[int, int]]] = {}
-    for t in sorted(explanation["tokens"], key=lambda t: t["span"]):
-        span = tuple(t["span"])
-        if span not in word_of:
-            continue
-        pieces = tokens_by_phrase.setdefault(t["phrase"], [])
-        if pieces and pieces[-1][1] == span[0]:  # the same word, in the same phrase
-            word_of[(pieces[-1][0], span[1])] = word_of[span]
-            pieces[-1] = (pieces[-1][0], span[1])
-        elif not pieces or pieces[-1] != span:
-            pieces.append(span)
-    heat = {span: word_heat[word] for span, word in word_of.items()}
-    peak = max(heat.values(), default=1.0) or 1.0
     # A sentence with (next to) no evidence stays plain, so the eye goes where the label came from.
     plain = {s["index"] for s in sentences if s["evidence"] < PLAIN_BELOW * top_sentence}
     picks: dict[int, list[dict]] = {}
@@ -183,21 +293,17 @@ def _full_body(explanation: dict, text: str) -> str:
             pa, pb = p["span"]
             pieces.append(html.escape(text[cursor:pa]))
             inner, c = [], pa
-            for ta, tb in [] if s["index"] in plain else tokens_by_phrase.get(p["index"], []):
+            for ta, tb in [] if s["index"] in plain else heat.spans.get(p["index"], []):
                 inner.append(html.escape(text[c:ta]))
-                alpha = 0.04 + 0.81 * (heat[(ta, tb)] / peak) ** 0.5
-                inner.append(
-                    f'<span class="t" style="background:rgba(var(--heat),{alpha:.2f})" '
-                    f'title="{heat[(ta, tb)]:.2e}">{html.escape(text[ta:tb])}</span>'
-                )
+                d, sp = (0.04 + 0.81 * h**0.5 if h > 0 else 0.0 for h in heat.heat[(ta, tb)])
+                inner.append(f'<span class="t" style="--d:{d:.2f};--s:{sp:.2f}">{html.escape(text[ta:tb])}</span>')
                 c = tb
             inner.append(html.escape(text[c:pb]))
             body = "".join(inner)
             for pick in sorted(picks.get(p["index"], []), key=lambda x: x["query"]):
                 colour = QUERY_COLOURS[pick["query"] % len(QUERY_COLOURS)]
                 body = (
-                    f'<span class="sel" style="border-color:{colour}" title="query {pick["query"] + 1}, rank '
-                    f'{pick["rank"]}, score {pick["score"]:.2f}, fusion weight {pick["fusion"]:.3f}">{body}</span>'
+                    f'<span class="sel" style="border-color:{colour}">{body}</span>'
                     f'<span class="badge" style="background:{colour}">q{pick["query"] + 1}·{pick["rank"]}</span>'
                 )
             pieces.append(body)
@@ -205,12 +311,11 @@ def _full_body(explanation: dict, text: str) -> str:
         pieces.append(html.escape(text[cursor:b]))
         width = 100 * s["evidence"] / top_sentence
         out.append(
-            f'<div class="sentence" id="s{s["index"]}"><div class="margin" title="evidence {s["evidence"]:.4f}, '
-            f'dense weight {s["weight"]:.4f}"><div class="mbar" style="width:{width:.1f}%"></div>'
+            f'<div class="sentence" id="s{s["index"]}"><div class="margin"><div class="mbar" style="width:{width:.1f}%"></div>'
             f'<div class="w">{s["evidence"]:.3f}</div></div>'
             f'<div class="text">{"".join(pieces)}</div></div>'
         )
-    return "".join(out)
+    return f'<div class="doc">{"".join(out)}</div>'
 
 
 def _snippet(item: dict, head: str, anchor: str, colour: str = "#e5e7eb") -> str:

@@ -180,6 +180,56 @@ def test_page_renders_in_chromium(tiny_run, document, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
+def _playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    return sync_playwright
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or _playwright() is None, reason="needs Chromium and playwright (make test-browser)"
+)
+def test_switch_shows_each_paths_weights_by_click_in_chromium(tiny_run, document, tmp_path):
+    page_file = tmp_path / "page.html"
+    assert run_cli("inspect", tiny_run, document, "--html", page_file).exit_code == 0
+    with _playwright()() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 390, "height": 800})  # a phone's width: no hover anywhere
+        page.goto(page_file.as_uri())
+        backgrounds = "els => els.map(e => getComputedStyle(e).backgroundColor)"
+        visible = "els => els.map(e => e.offsetParent !== null)"
+        dense_heat = page.eval_on_selector_all(".t", backgrounds)
+        assert page.eval_on_selector_all(".levels .dense", visible) == [True] * 4
+        assert page.eval_on_selector_all(".levels .sparse", visible) == [False] * 4
+        page.click("label[for=path-sparse]")
+        assert page.eval_on_selector_all(".levels .sparse", visible) == [True] * 4
+        assert page.eval_on_selector_all(".levels .dense", visible) == [False] * 4
+        sparse_heat = page.eval_on_selector_all(".t", backgrounds)
+        expected = page.eval_on_selector_all(".t", "els => els.map(e => e.style.getPropertyValue('--s'))")
+        # each painted word now shows its sparse weight, which is not its dense one everywhere
+        assert sparse_heat != dense_heat
+        assert all(float(a) == 0 or bg.startswith("rgba") for a, bg in zip(expected, sparse_heat))
+        page.screenshot(path=str(tmp_path / "narrow.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "narrow.png").stat().st_size > 10_000
+
+
+def test_every_painted_word_carries_both_paths_and_the_panel_lists_four_levels(tiny_run, document, tmp_path):
+    import re
+
+    page = tmp_path / "page.html"
+    assert run_cli("inspect", tiny_run, document, "--html", page).exit_code == 0
+    html_text = page.read_text()
+    styles = re.findall(r'<span class="t" style="([^"]*)"', html_text)
+    assert styles and all(re.fullmatch(r"--d:[0-9.]+;--s:[0-9.]+", s) for s in styles)
+    assert max(float(s.split(";")[0][4:]) for s in styles) == 0.85  # the dense peak is painted fully
+    levels = html_text[html_text.index('class="levels"') :]
+    assert re.findall(r"<dt>(\w+)</dt>", levels) == ["document", "sentence", "phrase", "word"]
+    assert html_text.index('id="path-dense"') < html_text.index('class="levels"') < html_text.index('class="doc"')
+
+
 def test_page_answers_why_at_the_top_with_links_into_the_text(tiny_run, document, tmp_path):
     import re
 
