@@ -165,6 +165,11 @@ class TrainConfig(Checked):
     # makes retrieval rank the deciding phrase near the top, not merely among the K: a long
     # document has far more phrases competing for the K slots than any training document.
     select_k: int = ranged(0, 0)
+    # Label-preserving lengthening: after the curriculum, each epoch joins training documents of
+    # the same label (the same label set, multi-label) into documents of up to this many tokens
+    # (0: off). Retrieval then meets the look-alikes of many documents at once, as it will in a
+    # long one, at no extra cost: each document is still seen once an epoch.
+    join_tokens: int = ranged(0, 0)
     threads: int = ranged(0, 0)  # torch intra-op threads; 0 keeps torch's default
     accelerator: str = "cpu"
     devices: int = ranged(1, 1)

@@ -25,8 +25,29 @@ class EncodedDocuments(Dataset):
     def __len__(self) -> int:
         return len(self.segments)
 
-    def __getitem__(self, i: int) -> tuple[Segments, np.ndarray]:
-        return self.segments[i], self.targets[i]
+    def __getitem__(self, i: int | tuple[int, ...]) -> tuple[Segments, np.ndarray]:
+        """One document, or (a tuple of indices) documents of one label joined end to end."""
+        if isinstance(i, int):
+            return self.segments[i], self.targets[i]
+        return join([self.segments[j] for j in i]), self.targets[i[0]]
+
+
+def join(parts: list[Segments]) -> Segments:
+    """Documents one after the other, as one: sentence indices and character spans shifted."""
+    sentence_base = np.cumsum([0] + [s.num_sentences for s in parts[:-1]])
+    char_base = np.cumsum([0] + [int(s.sentence_spans[-1, 1]) + 2 if s.num_sentences else 0 for s in parts[:-1]])
+    ngrams = None
+    if parts[0].ngrams is not None:
+        G = max(s.ngrams.shape[1] for s in parts)
+        ngrams = np.concatenate([np.pad(s.ngrams, ((0, 0), (0, G - s.ngrams.shape[1]))) for s in parts])
+    return Segments(
+        tokens=np.concatenate([s.tokens for s in parts]),
+        phrase_sentence=np.concatenate([s.phrase_sentence + b for s, b in zip(parts, sentence_base)]).astype(np.int32),
+        sentence_spans=np.concatenate([s.sentence_spans + c for s, c in zip(parts, char_base)]),
+        phrase_spans=np.concatenate([s.phrase_spans + c for s, c in zip(parts, char_base)]),
+        token_spans=None,
+        ngrams=ngrams,
+    )
 
 
 def collate_examples(items: list[tuple[Segments, np.ndarray]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -61,6 +82,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     at most max_tokens / 2^(curriculum_epochs - e) tokens, as many batches as a full epoch has.
     Sparse retrieval is learned on short documents, where the needle is usually among the
     top-K, and then carried to long ones (a from-scratch model on long documents stayed at chance).
+
+    Lengthening (join_tokens > 0, after the curriculum): each epoch's documents are grouped by
+    `kinds` (one value per label, or label set) and joined, in shuffled order, into items of up
+    to join_tokens tokens; an item is then a tuple of document indices (EncodedDocuments joins).
     """
 
     def __init__(
@@ -76,34 +101,41 @@ class BucketBatchSampler(Sampler[list[int]]):
         curriculum_epochs: int = 0,
         max_tokens: int = 0,
         epoch: Callable[[], int] = lambda: 0,
+        join_tokens: int = 0,
+        kinds: list | None = None,
     ):
         self.phrases, self.tokens = np.asarray(phrases), np.asarray(tokens)
         self.T, self.cap = phrase_tokens, step_tokens
         self.shuffle, self.seed, self.rank, self.world = shuffle, seed, rank, world
         self.curriculum_epochs, self.max_tokens = curriculum_epochs, max_tokens
         self.epoch = epoch
+        self.join_tokens, self.kinds = join_tokens, kinds
         # Every epoch has the same number of batches: Lightning counts them once, and runs
         # validation when that count is reached.
         everything = np.arange(len(self.phrases))
         self.length = len(self._pack(everything, np.random.default_rng(seed)))
 
-    def _pack(self, order: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
+    def _pack(self, order: np.ndarray | list, rng: np.random.Generator) -> list[list]:
+        """Batches of the items in `order`: document indices, or tuples of them (joined)."""
+        size = lambda item: int(self.phrases[list(item)].sum()) if isinstance(item, tuple) else int(self.phrases[item])  # noqa: E731
+        sizes = np.array([size(item) for item in order], dtype=np.int64)
         # Sort inside pools of ~64 batches: little padding, and batches still vary between epochs.
-        per_batch = max(1, self.cap // (self.T * max(1, int(self.phrases.mean()))))
+        per_batch = max(1, self.cap // (self.T * max(1, int(sizes.mean() if len(sizes) else 1))))
         pool = 64 * per_batch
-        batches: list[list[int]] = []
+        batches: list[list] = []
         for start in range(0, len(order), pool):
-            chunk = order[start : start + pool]
-            chunk = chunk[np.argsort(self.phrases[chunk], kind="stable")]
-            batch: list[int] = []
+            chunk = np.arange(start, min(start + pool, len(order)))
+            chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
+            batch: list = []
             for i in chunk:
-                longest = max(self.phrases[i], self.phrases[batch[-1]] if batch else 0)
+                longest = max(sizes[i], sizes[batch[-1][0]] if batch else 0)
                 if batch and (len(batch) + 1) * longest * self.T > self.cap:
-                    batches.append(batch)
+                    batches.append([item for _, item in batch])
                     batch = []
-                batch.append(int(i))
+                item = order[i]
+                batch.append((int(i), tuple(int(j) for j in item) if isinstance(item, tuple) else int(item)))
             if batch:
-                batches.append(batch)
+                batches.append([item for _, item in batch])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -116,15 +148,31 @@ class BucketBatchSampler(Sampler[list[int]]):
             limit = self.max_tokens >> (self.curriculum_epochs - epoch)
             short = np.flatnonzero(self.tokens <= limit)
             pool = short if len(short) else pool
-        batches: list[list[int]] = []
+        batches: list[list] = []
         while len(batches) < self.length:  # shuffled passes over the pool, cut to the epoch's length
-            batches += self._pack(rng.permutation(pool) if self.shuffle else pool, rng)
+            order = rng.permutation(pool) if self.shuffle else pool
+            if self.shuffle and self.join_tokens and epoch >= self.curriculum_epochs:
+                order = self._joined(order)
+            batches += self._pack(order, rng)
         batches = batches[: self.length]
         if self.world > 1:
             usable = len(batches) - len(batches) % self.world or len(batches)
             batches = (batches * self.world)[:usable] if len(batches) < self.world else batches[:usable]
             batches = batches[self.rank :: self.world]
         return batches
+
+    def _joined(self, order: np.ndarray) -> list[tuple[int, ...]]:
+        """The documents in `order`, joined with the next ones of their kind up to join_tokens."""
+        items, open_items = [], {}
+        for i in order:
+            kind = self.kinds[i]
+            group, tokens = open_items.get(kind, ([], 0))
+            if group and tokens + self.tokens[i] > self.join_tokens:
+                items.append(tuple(group))
+                group, tokens = [], 0
+            open_items[kind] = (group + [int(i)], tokens + int(self.tokens[i]))
+        items += [tuple(group) for group, _ in open_items.values() if group]
+        return items
 
     def __iter__(self):
         # A generator: the batches are drawn at the first next(), once Lightning has restored
@@ -166,6 +214,8 @@ class DocumentData(L.LightningDataModule):
             curriculum_epochs=self.config.train.curriculum_epochs,
             max_tokens=self.config.data.max_tokens,
             epoch=lambda: data_epoch(self.trainer),
+            join_tokens=self.config.train.join_tokens,
+            kinds=[t.tobytes() for t in dataset.targets],
         )
         # Its own generator: creating an iterator draws a seed, and must not move the global RNG
         # that dropout uses (else a resumed run would drift from an uninterrupted one).

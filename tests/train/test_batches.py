@@ -54,3 +54,66 @@ def test_sentence_dropout_keeps_inputs_consistent():
         .view_as(dropped["sentence_phrases"])[dropped["sentence_phrases"] >= 0]
         >= 0
     ).all() and len(kept)
+
+
+def test_joined_items_hold_one_label_each_within_join_tokens_and_every_document_once():
+
+    from hdc.train.batches import BucketBatchSampler
+
+    rng = np.random.default_rng(0)
+    phrases = rng.integers(1, 40, 300)
+    tokens = phrases * 20
+    kinds = [bytes([k]) for k in rng.integers(0, 3, 300)]
+    sampler = BucketBatchSampler(
+        list(phrases),
+        list(tokens),
+        8,
+        100_000,
+        True,
+        1,
+        curriculum_epochs=1,
+        max_tokens=800,
+        epoch=lambda: 1,
+        join_tokens=3000,
+        kinds=kinds,
+    )
+    items = [
+        item for batch in sampler._pack(sampler._joined(np.arange(300)), np.random.default_rng(0)) for item in batch
+    ]
+    assert any(len(item) > 1 for item in items)
+    assert sorted(i for item in items for i in item) == list(range(300))  # each document once
+    assert all(len({kinds[i] for i in item}) == 1 for item in items)
+    assert all(tokens[list(item)].sum() <= 3000 or len(item) == 1 for item in items)
+    # during the curriculum nothing is joined
+    early = BucketBatchSampler(
+        list(phrases),
+        list(tokens),
+        8,
+        100_000,
+        True,
+        1,
+        curriculum_epochs=1,
+        max_tokens=800,
+        epoch=lambda: 0,
+        join_tokens=3000,
+        kinds=kinds,
+    )
+    assert all(isinstance(i, int) for batch in early for i in batch)
+
+
+def test_joined_segments_keep_every_phrase_and_shift_sentence_indices():
+
+    from hdc.stream import collate
+    from hdc.text import Segmenter, train_tokenizer
+    from hdc.train.batches import join
+
+    texts = [json.loads(line)["text"] for line in open(ASSETS / "tiny_train.jsonl")]
+    segmenter = Segmenter(train_tokenizer(texts, 300), 8, 32)
+    a, b = segmenter.segment(texts[0]), segmenter.segment(texts[1])
+    joined = join([a, b])
+    assert joined.num_phrases == a.num_phrases + b.num_phrases
+    assert joined.num_sentences == a.num_sentences + b.num_sentences
+    assert (joined.phrase_sentence[a.num_phrases :] == b.phrase_sentence + a.num_sentences).all()
+    assert (np.diff(joined.sentence_spans[:, 0]) > 0).all()  # spans still in order
+    inputs = collate([joined])
+    assert (inputs["sentence_phrases"][0, :, 0] >= 0).sum() == joined.num_sentences
