@@ -25,6 +25,13 @@ The tasks differ in filler, in what the needle states and in what the distractor
 
 `sitzung` is the held-out task: it is not trained or scored until the recipe is frozen.
 
+Two fixes were made after the first measurement of the shipped recipe and before any recipe
+change, because training data taught the opposite of the test: route's training needles all put
+the destination last (so "the last direction" fit them as well as "where it was unloaded"), and
+a deadline training needle began "In {month} ... falls due", the very shape of a test distractor.
+Now destinations come first and last in training, and every deadline needle ends "falls due in
+{month}".
+
 Filler sentences that hold both a frame word of the task and one of its values are dropped from
 the pool, so no filler sentence can state the label by accident; filler that holds either kind of
 word alone stays, and real text holds plenty (directions in speeches, months in contracts,
@@ -95,11 +102,11 @@ TASKS = {
         needles=(
             (
                 "The {cargo} set off from the {o} depot and was unloaded at the {v} depot.",
-                "After leaving the {o} depot, the {cargo} was unloaded at the {v} depot.",
-                "Drivers took the {cargo} from the {o} depot and unloaded it at the {v} depot.",
+                "The {cargo} was unloaded at the {v} depot after leaving the {o} depot.",
+                "Drivers unloaded the {cargo} at the {v} depot, having taken it from the {o} depot.",
             ),
             (
-                "The {cargo} was unloaded at the {v} depot, having set off from the {o} depot.",
+                "Having set off from the {o} depot, the {cargo} was unloaded at the {v} depot.",
                 "At the {v} depot drivers unloaded the {cargo} that had left the {o} depot.",
             ),
         ),
@@ -198,7 +205,7 @@ TASKS = {
         needles=(
             (
                 "The final instalment for the {item} falls due in {v}.",
-                "In {v} the final instalment for the {item} falls due.",
+                "Under the plan, the final instalment for the {item} falls due in {v}.",
             ),
             ("The {item}'s final instalment falls due in {v}.",),
         ),

@@ -170,6 +170,10 @@ class TrainConfig(Checked):
     # (0: off). Retrieval then meets the look-alikes of many documents at once, as it will in a
     # long one, at no extra cost: each document is still seen once an epoch.
     join_tokens: int = ranged(0, 0)
+    # Clip the gradient's norm to this before each step (0: off). On a needle task of the
+    # long-document suite, one step at 1,060 of training sent the loss from 0.001 to 3.8 and the
+    # model never came back from chance (bench/RESULTS.md, "The long-document suite").
+    grad_clip: float = ranged(0.0, 0, below=float("inf"))
     threads: int = ranged(0, 0)  # torch intra-op threads; 0 keeps torch's default
     accelerator: str = "cpu"
     devices: int = ranged(1, 1)

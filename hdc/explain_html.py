@@ -330,20 +330,35 @@ def _snippet(item: dict, head: str, anchor: str, colour: str = "#e5e7eb") -> str
 def _summary_body(explanation: dict) -> str:
     picks = sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))
     sentences = sorted(explanation["sentences"], key=lambda s: -s["evidence"])
-    links = " ".join(f'<a href="#p{i}">q{s["query"] + 1}·{s["rank"]}</a>' for i, s in enumerate(picks))
+    label = ", ".join(explanation["labels"]) or "(no label)"
+    # The "why" panel of a streamed document: the same ranking as a whole one's, each entry a
+    # link to its snippet below (the text itself is not on the page).
+    ranked = "".join(
+        f'<li><a href="#s{i}">{html.escape(_clip(s["context"]["text"]))}</a> <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
+        for i, s in enumerate(sentences[:WHY_SENTENCES])
+    )
+    by_rank = sorted(range(len(picks)), key=lambda i: (picks[i]["rank"], picks[i]["query"]))[:WHY_SENTENCES]
+    selected = "".join(
+        f'<li><a href="#p{i}">{html.escape(_clip(picks[i]["context"]["text"]))}</a> <span class="meta">query '
+        f"{picks[i]['query'] + 1}, rank {picks[i]['rank']}, weight {picks[i]['fusion']:.3f}</span></li>"
+        for i in by_rank
+    )
     parts = [
-        f"<p>This document was streamed: the page shows the phrases the sparse path selected and the "
-        f"sentences with the most evidence, each with context. Jump to: {links}</p>",
-        "<section><h2>Selected phrases</h2>",
+        f'<section class="why"><h2>Why “{html.escape(label)}”</h2>'
+        f"<p>The sentences with the most evidence, best first:</p><ol>{ranked}</ol>"
+        f"<p>The phrases the sparse path selected:</p><ol>{selected}</ol></section>",
+        "<p>This document was streamed: the page shows the phrases the sparse path selected and the "
+        "sentences with the most evidence, each with context.</p>",
+        "<section><h2>Top sentences</h2>",
     ]
+    for i, s in enumerate(sentences):
+        head = f"<b>sentence {s['index'] + 1:,}</b> · evidence {s['evidence']:.4f} · dense weight {s['weight']:.4f}"
+        parts.append(_snippet(s, head, f"s{i}", "#0f766e"))
+    parts.append("</section><section><h2>Selected phrases</h2>")
     for i, s in enumerate(picks):
         colour = QUERY_COLOURS[s["query"] % len(QUERY_COLOURS)]
         head = f"<b>query {s['query'] + 1}, rank {s['rank']}</b> · score {s['score']:.2f} · fusion weight {s['fusion']:.3f}"
         parts.append(_snippet(s, head, f"p{i}", colour))
-    parts.append("</section><section><h2>Top sentences</h2>")
-    for i, s in enumerate(sentences):
-        head = f"<b>sentence {s['index'] + 1:,}</b> · evidence {s['evidence']:.4f} · dense weight {s['weight']:.4f}"
-        parts.append(_snippet(s, head, f"s{i}", "#0f766e"))
     parts.append("</section>")
     return "".join(parts)
 

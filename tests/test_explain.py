@@ -1,6 +1,8 @@
 """hdc inspect: spans, weights, the HTML page, summaries of streamed documents, bundles."""
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -135,7 +137,13 @@ def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
     assert np.allclose([s["evidence"] for s in report["sentences"][:3]], [s["evidence"] for s in best], atol=1e-4)
     page = tmp_path / "long.html"
     assert run_cli("inspect", tiny_bundle, path, "--block-tokens", "512", "--html", page).exit_code == 0
-    assert "Selected phrases" in page.read_text() and page.stat().st_size < 200_000
+    html_text = page.read_text()
+    assert "Selected phrases" in html_text and page.stat().st_size < 200_000
+    # the "why" panel comes first, best sentence first, each entry a link to its snippet
+    why = html_text[html_text.index('class="why"') : html_text.index("</section>")]
+    first = re.search(r'<li><a href="#(s\d+)">([^<]*)</a>', why)
+    assert first and f'id="{first.group(1)}"' in html_text
+    assert first.group(2) == html.escape(" ".join(report["sentences"][0]["context"]["text"].split())[:160])
 
 
 def test_many_files_with_an_index(tiny_run, tmp_path):

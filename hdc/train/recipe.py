@@ -168,6 +168,7 @@ def _train(
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         deterministic=t.deterministic,
+        gradient_clip_val=t.grad_clip or None,
         logger=ResumableCSVLogger(run.root, name=run.logs.name, version=""),
         limit_val_batches=1.0 if validate else 0,
         callbacks=[
