@@ -30,11 +30,23 @@ LAYERS = {
     "serve": 4,
     "train": 4,
     "news": 4,
+    "api": 4,
     "cli": 5,
 }
 # Imports inside a function, each for a dependency that a runtime-only install lacks.
 LAZY = {("cli", "hdc.train"), ("cli", "hdc.export"), ("predictor", "hdc.checkpoint")}
-RUNTIME_PATH = ("cli", "predict", "evaluate", "explain", "explain_html", "serve", "predictor", "runtime", "stream")
+RUNTIME_PATH = (
+    "api",
+    "cli",
+    "predict",
+    "evaluate",
+    "explain",
+    "explain_html",
+    "serve",
+    "predictor",
+    "runtime",
+    "stream",
+)
 
 
 def module_name(path: Path) -> str:
