@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The suite also runs `hdc batch` on a local Ray cluster of 2 workers: Ray Data is an optional
+# extra, installed for the tests and not for the demo.
+RAY_STAMP := $(VENV)/.ray-stamp
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The demo: the news corpus and a few sample documents (examples/, which the README's commands

@@ -57,6 +57,19 @@ RECIPES = {
         "train.join_tokens=16384",
     ],
     "clip": ["--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0"],
+    "clip-drop": [
+        "--config",
+        "configs/needle.yaml",
+        "--set",
+        "train.grad_clip=1.0",
+        "--set",
+        "train.token_dropout=0.15",
+    ],
+    "clip-join-drop": [
+        "--config",
+        "configs/needle.yaml",
+        *("--set", "train.grad_clip=1.0", "--set", "train.join_tokens=16384", "--set", "train.token_dropout=0.15"),
+    ],
     "default": [],
 }
 _WORD = re.compile(r"\w+")

@@ -22,6 +22,8 @@ import click
 
 from . import __version__
 from .config import InferenceConfig, load_config
+from .distributed import SHARD_FILES
+from .distributed import batch as batch_on_ray
 from .errors import HdcError, UsageError
 from .evaluate import evaluate as evaluate_model
 from .evaluate import format_table
@@ -290,6 +292,34 @@ def predict(
     ok, errors = predict_documents(model, list(inputs), output, options, shard, resume, text_column or text_field)
     click.echo(f"predict: {ok + errors} documents, {errors} errors", err=True)
     if errors:
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT, short_help="Classify a corpus of files on Ray Data, in parallel.")
+@MODEL
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the parts (JSONL).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="Ray workers, each with one model.")
+@click.option("--shard-files", type=click.IntRange(min=1), default=SHARD_FILES, help="Files per part.")
+@click.option("--address", default=None, help="A running Ray cluster ('auto' finds it); default: start a local one.")
+@TOP_K
+@THRESHOLD
+@BATCH_TOKENS
+@BLOCK_TOKENS
+@click.option("--threads", type=click.IntRange(min=0), default=1, help="CPU threads per worker.")
+def batch(model, inputs, output, workers, shard_files, address, top_k, threshold, batch_tokens, block_tokens, threads):
+    """Classify every file of INPUT (files, folders) on Ray Data: WORKERS workers each load the
+    model once and write one part-*.jsonl per shard of files. A worker that dies is replaced and
+    its shard run again; every file lands in exactly one part. Rerun the same command to finish
+    a stopped job. Needs Ray: pip install 'hdc[ray]'.
+    """
+    options = settings(
+        top_k=top_k, threshold=threshold, batch_tokens=batch_tokens, block_tokens=block_tokens, threads=threads
+    )
+    log = lambda message: click.echo(f"batch: {message}", err=True)  # noqa: E731
+    summary = batch_on_ray(model, list(inputs), output, workers, options, shard_files, address, log)
+    click.echo(json.dumps(summary))
+    if summary["errors_now"]:
         sys.exit(1)
 
 

@@ -31,10 +31,11 @@ LAYERS = {
     "train": 4,
     "news": 4,
     "api": 4,
+    "distributed": 4,
     "cli": 5,
 }
 # Imports inside a function, each for a dependency that a runtime-only install lacks.
-LAZY = {("cli", "hdc.train"), ("cli", "hdc.export"), ("predictor", "hdc.checkpoint")}
+LAZY = {("cli", "hdc.train"), ("cli", "hdc.export"), ("predictor", "hdc.checkpoint"), ("distributed", "ray")}
 RUNTIME_PATH = (
     "api",
     "cli",
