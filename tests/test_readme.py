@@ -20,7 +20,7 @@ from hdc.news import write_examples
 
 # `make demo` and `make test` are the demo and this suite themselves, and the test's PATH already
 # holds hdc. (`hdc serve` runs, below, in the background, for the `curl` line after it.)
-NOT_HERE = ("make ", ". .venv/bin/activate")
+NOT_HERE = ("make ", ". .venv/bin/activate", "pip install")  # make test installs the ray extra
 
 
 def readme_commands() -> list[str]:
