@@ -15,7 +15,6 @@ import codecs
 import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import re
@@ -134,9 +133,10 @@ class TextFile:
         if carry:
             yield carry, 0
 
-    def text_stream(self) -> io.TextIOWrapper:
-        """The rest of the file as a text stream (for the csv module), replacing as it decodes."""
-        return io.TextIOWrapper(self.raw, encoding=self.encoding, errors="replace", newline="")
+    def text_lines(self) -> Iterator[str]:
+        """The rest of the file line by line, as the csv module reads it; `replaced` counts as
+        it goes, so a reader can tell which of its records held undecodable bytes."""
+        return (text for text, _ in self.lines())
 
     def close(self) -> None:
         self.raw.close()
@@ -311,7 +311,7 @@ def _table(path: Path, f: TextFile, columns: dict[str, str]) -> tuple[Iterator[t
     """The rows of a CSV/TSV file as (line number, fields), and its header, which must name
     every column of `columns` ({column: the flag that names it})."""
     csv.field_size_limit(MAX_CSV_FIELD)
-    reader = csv.reader(f.text_stream(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    reader = csv.reader(f.text_lines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     try:
         header = next(reader, None)
     except csv.Error as e:
@@ -535,13 +535,21 @@ def _table_documents(path: Path, f: TextFile, text_column: str) -> Iterator[Docu
     the "id" column where there is one."""
     try:
         rows, header = _table(path, f, {text_column: "--text-column"})
-        t, named = header.index(text_column), "id" in header
+        t, named, seen = header.index(text_column), "id" in header, f.replaced
         for number, row in rows:
             where = f"{path}:{number}"
             if len(row) != len(header):
                 yield BadInput("id", where, f"{len(row)} fields but the header has {len(header)}; quote the delimiter")
             else:
-                yield Document("id", row[header.index("id")] if named else where, text=row[t])
+                document = Document("id", row[header.index("id")] if named else where, text=row[t])
+                # the csv module reads a record's lines only, so what f.replaced gained since the
+                # last record was replaced in this one
+                if f.replaced > seen:
+                    document.warn(replaced_warning(f.replaced - seen))
+                if f.note:
+                    document.warn(f.note)
+                yield document
+            seen = f.replaced
     except HdcError as e:
         yield BadInput("path", str(path), str(e).removeprefix(f"{path}:1: ").removeprefix(f"{path}: "))
 

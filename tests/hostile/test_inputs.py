@@ -33,6 +33,16 @@ def test_stdin_with_invalid_bytes_classifies_every_line(tiny_run):
     assert "not valid UTF-8: 3 bytes replaced" in records[1]["warnings"][0] and "warnings" not in records[0]
 
 
+def test_csv_with_invalid_bytes_warns_on_the_row_that_held_them(tiny_run, tmp_path):
+    table = tmp_path / "docs.csv"
+    table.write_bytes(b'id,text\na,Bake the pie.\nb,"Rain \xff\xfe on\nMonday"\nc,The Rovers won.\n')
+    result = run_cli("predict", tiny_run, table)
+    records = jsonl(result.stdout)
+    assert result.exit_code == 0 and [r["id"] for r in records] == ["a", "b", "c"]
+    assert records[1]["warnings"] == ["not valid UTF-8: 2 bytes replaced with U+FFFD"]
+    assert "warnings" not in records[0] and "warnings" not in records[2]
+
+
 def test_jsonl_with_a_lone_surrogate_keeps_the_lines_around_it(tiny_run, tmp_path):
     data = tmp_path / "docs.jsonl"
     data.write_text(
