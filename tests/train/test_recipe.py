@@ -138,3 +138,16 @@ def test_refit_without_validation_keeps_the_last_epoch(tmp_path):
     assert rows and all(r["train_loss"] and not r.get("val_macro_f1") for r in rows)
     summary = json.loads(result.stdout)
     assert summary["best_val_macro_f1"] is None and summary["best_epoch"] is None
+
+
+def test_joined_documents_keep_the_epochs_step_count_and_the_model_still_learns(tmp_path):
+    plain, joined = tmp_path / "plain", tmp_path / "joined"
+    common = ("--set", "train.max_epochs=2", "--set", "train.fit_schedule=false", "--set", "train.grad_clip=1.0")
+    assert run_cli(*tiny_train_args(plain), *common).exit_code == 0
+    result = run_cli(*tiny_train_args(joined), *common, "--set", "train.join_tokens=4000")
+    assert result.exit_code == 0, result.output
+    # the same number of steps an epoch (Lightning counts them once), each over joined documents
+    steps = [torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] for run in (plain, joined)]
+    assert steps[0] == steps[1] > 0
+    evaluated = run_cli("evaluate", joined, ASSETS / "tiny_test.jsonl", "--json")
+    assert json.loads(evaluated.stdout)["accuracy"] > 0.5  # chance is 1/3
