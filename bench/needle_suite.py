@@ -4,6 +4,7 @@
     python bench/needle_suite.py baselines            # fit the keyword rule and the TF-IDF SVM
     python bench/needle_suite.py train --recipe needle-yaml   # hdc train --config configs/needle.yaml
     python bench/needle_suite.py run --lengths 4096,65536 --methods rule,svm,hdc-needle-yaml
+    python bench/needle_suite.py swap --tasks verdict   # test needles with training templates or words
 
 Every task gets the same treatment: 3,000 training and 300 validation documents of 128-4,096
 tokens (log-uniform), the same hdc command, and the same two baselines, run in this script:
@@ -279,10 +280,35 @@ def cmd_run(args) -> None:
     update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
 
 
+def cmd_swap(args) -> None:
+    """What a model fails on: test documents whose needles take the training side's templates or
+    slot words, one at a time (40 documents of 2,000 tokens each)."""
+    from hdc.config import InferenceConfig
+    from hdc.data import Document
+    from hdc.predictor import load_predictor
+
+    for name in _tasks(args.tasks):
+        task = TASKS[name]
+        predictor = load_predictor(OUT / name / args.method, InferenceConfig(threads=2))
+        for variant in ("as is", "training slot words", "training templates"):
+            generator = Generator(task, "test", seed=TEST_SEED)
+            if variant == "training templates":
+                generator.side = 0  # templates and distractors of training; slots stay the test's
+                generator._slots = lambda rng: {s: rng.choice(w[1]) for s, w in task.slots.items()}  # noqa: B023
+            elif variant == "training slot words":
+                generator._slots = lambda rng: {s: rng.choice(w[0]) for s, w in task.slots.items()}  # noqa: B023
+            right = 0
+            for i in range(40):
+                text, needle = generator.document(i, 2000)
+                [outcome] = list(predictor.run([Document("id", str(i), text=text)], progress=False))
+                right += predictor.labels[int(outcome.probabilities.argmax())] == needle.label
+            print(f"{name} {args.method} test needles, {variant}: accuracy {right / 40:.3f}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("data", "baselines", "train", "run", "worker"):
+    for command in ("data", "baselines", "train", "run", "worker", "swap"):
         p = sub.add_parser(command)
         p.add_argument("--tasks", help=f"comma-separated; default {','.join(SUITE)} (held out: {HELD_OUT})")
     sub.choices["train"].add_argument("--recipe", choices=sorted(RECIPES), default="needle-yaml")
@@ -290,6 +316,7 @@ def main() -> None:
     sub.choices["run"].add_argument("--methods", default="rule,svm,hdc-needle-yaml")
     sub.choices["run"].add_argument("--docs", type=int)
     sub.choices["run"].add_argument("--threads", type=int, default=2)
+    sub.choices["swap"].add_argument("--method", default="hdc-needle-yaml")
     w = sub.choices["worker"]
     w.add_argument("--method", required=True)
     w.add_argument("--tokens", type=int, required=True)
@@ -301,7 +328,8 @@ def main() -> None:
         result = worker(args.tasks, args.method, args.tokens, args.docs, args.threads)
         Path(args.result).write_text(json.dumps(result))
     else:
-        {"data": cmd_data, "baselines": cmd_baselines, "train": cmd_train, "run": cmd_run}[args.command](args)
+        commands = {"data": cmd_data, "baselines": cmd_baselines, "train": cmd_train, "run": cmd_run, "swap": cmd_swap}
+        commands[args.command](args)
 
 
 if __name__ == "__main__":
