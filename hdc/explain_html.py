@@ -195,7 +195,11 @@ class WordHeat:
         self.heat = {span: (words[w][0] / peaks[0], words[w][1] / peaks[1]) for span, w in word_of.items()}
 
     def top(self, path: int, n: int) -> list[tuple[tuple[int, int], float]]:
-        return sorted(((span, h[path]) for span, h in self.heat.items() if h[path] > 0), key=lambda x: -x[1])[:n]
+        """The n hottest words as painted (pieces merged), with their heat in one path."""
+        words = {span for spans in self.spans.values() for span in spans}
+        return sorted(
+            ((span, self.heat[span][path]) for span in words if self.heat[span][path] > 0), key=lambda x: -x[1]
+        )[:n]
 
 
 LEVEL_ITEMS = 3  # items the levels panel lists per level and path
@@ -222,7 +226,7 @@ def _levels(explanation: dict, text: str, heat: WordHeat) -> str:
         ),
         "phrase": items(
             [
-                f"{quote(*p['span'])} {p['weight']:.3f}"
+                f"{quote(*p['span'])} {p['weight'] * sentences[p['sentence']]['weight']:.3f}"
                 for p in sorted(phrases, key=lambda p: -p["weight"] * sentences[p["sentence"]]["weight"])[:LEVEL_ITEMS]
             ]
         ),
@@ -255,7 +259,8 @@ def _levels(explanation: dict, text: str, heat: WordHeat) -> str:
     means = {
         "document": "how the prediction splits between the dense path and each retrieval query",
         "sentence": "how much each sentence counts in the document",
-        "phrase": "how much each phrase counts in its sentence (dense), or which phrases the queries retrieved (sparse)",
+        "phrase": "how much each phrase counts in the document: its weight in its sentence times the sentence's"
+        " (dense), or the phrases the queries retrieved and their fusion weights (sparse)",
         "word": "how much each word counts in its phrase, carried up through the path",
     }
     rows = "".join(
