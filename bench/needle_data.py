@@ -17,7 +17,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,46 +128,60 @@ class Generator:
             inserts.append((depth, needle_text))
         inserts.sort()
         budget = tokens - sum(count_tokens(text) for _, text in inserts)
-        # Filler sentences are drawn until the budget is spent; inserts go in at their depth.
-        # Needle offsets are computed while generating, so the caller learns them at the end.
         needle = Needle(label, -1, -1)
+        filler_rng = random.Random(rng.random())
 
-        def chunks() -> Iterator[str]:
-            filler_rng = random.Random(rng.random())
-            done, offset, pending, out, closed = 0, 0, list(inserts), [], None
+        def draw() -> tuple[str, int, bool, bool]:
+            source = self.hard if self.hard and filler_rng.random() < self.hard_share else self.pool
+            return source[filler_rng.randrange(len(source))]
 
-            def add(text: str, closes: bool, opens: bool) -> int:
-                """Append `text` after the right break; returns where it starts."""
-                nonlocal offset, closed
-                gap = "" if closed is None else " " if closed and opens else "\n\n"
-                out.append(gap + text)
-                offset += len(out[-1])
-                closed = closes
-                return offset - len(text)
+        def placed(text: str, start: int) -> None:
+            if text is needle_text:
+                needle.start, needle.end = start, start + len(text)
 
-            while done < budget or pending:
-                while pending and (done >= pending[0][0] * budget or done >= budget):
-                    _, text = pending.pop(0)
-                    start = add(text, *_edges(text))
-                    if text is needle_text:
-                        needle.start, needle.end = start, start + len(text)
-                if done >= budget and not pending:
-                    break
-                source = self.hard if self.hard and filler_rng.random() < self.hard_share else self.pool
-                sentence, n, closes, opens = source[filler_rng.randrange(len(source))]
-                add(sentence, closes, opens)
-                done += n
-                if len(out) >= chunk_sentences:
-                    yield "".join(out)
-                    out = []
-            if out:
-                yield "".join(out)
-
-        return chunks(), needle
+        return weave(inserts, budget, draw, placed, chunk_sentences), needle
 
     def document(self, index: int, tokens: int) -> tuple[str, Needle]:
         chunks, needle = self.stream(index, tokens)
         return "".join(chunks), needle
+
+
+def weave(
+    inserts: list[tuple[float, str]],
+    budget: int,
+    draw: Callable[[], tuple[str, int, bool, bool]],
+    placed: Callable[[str, int], None],
+    chunk_sentences: int = 2000,
+) -> Iterator[str]:
+    """A document as text chunks: filler sentences from `draw()` until `budget` tokens, with each
+    insert (depth in [0, 1], text) at its depth; `placed(text, start)` learns where each insert
+    went. Sentences are joined by a space where both sides allow it (`_edges`), else by a blank
+    line."""
+    done, offset, pending, out, closed = 0, 0, list(inserts), [], None
+
+    def add(text: str, closes: bool, opens: bool) -> int:
+        """Append `text` after the right break; returns where it starts."""
+        nonlocal offset, closed
+        gap = "" if closed is None else " " if closed and opens else "\n\n"
+        out.append(gap + text)
+        offset += len(out[-1])
+        closed = closes
+        return offset - len(text)
+
+    while done < budget or pending:
+        while pending and (done >= pending[0][0] * budget or done >= budget):
+            _, text = pending.pop(0)
+            placed(text, add(text, *_edges(text)))
+        if done >= budget and not pending:
+            break
+        sentence, n, closes, opens = draw()
+        add(sentence, closes, opens)
+        done += n
+        if len(out) >= chunk_sentences:
+            yield "".join(out)
+            out = []
+    if out:
+        yield "".join(out)
 
 
 def write_split(generator: Generator, path: Path, count: int, min_tokens: int, max_tokens: int, seed: int) -> None:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from needle_data import _edges, count_tokens  # noqa: E402
+from needle_data import _edges, count_tokens, weave  # noqa: E402
 
 from hdc.text import split_sentences  # noqa: E402
 
@@ -391,37 +391,15 @@ class Generator:
         rng, label, inserts = self.plan(index, tokens)
         budget = tokens - sum(count_tokens(text) for _, text, _ in inserts)
         needle = Needle(label, [])
+        filler_rng = random.Random(rng.random())
+        needles = {id(text) for _, text, is_needle in inserts if is_needle}
 
-        def chunks() -> Iterator[str]:
-            filler_rng = random.Random(rng.random())
-            done, offset, pending, out, closed = 0, 0, list(inserts), [], None
+        def placed(text: str, start: int) -> None:
+            if id(text) in needles:
+                needle.spans.append((start, start + len(text)))
 
-            def add(text: str, closes: bool, opens: bool) -> int:
-                nonlocal offset, closed
-                gap = "" if closed is None else " " if closed and opens else "\n\n"
-                out.append(gap + text)
-                offset += len(out[-1])
-                closed = closes
-                return offset - len(text)
-
-            while done < budget or pending:
-                while pending and (done >= pending[0][0] * budget or done >= budget):
-                    _, text, is_needle = pending.pop(0)
-                    start = add(text, *_edges(text))
-                    if is_needle:
-                        needle.spans.append((start, start + len(text)))
-                if done >= budget and not pending:
-                    break
-                sentence, n, closes, opens = self.pool[filler_rng.randrange(len(self.pool))]
-                add(sentence, closes, opens)
-                done += n
-                if len(out) >= chunk_sentences:
-                    yield "".join(out)
-                    out = []
-            if out:
-                yield "".join(out)
-
-        return chunks(), needle
+        draw = lambda: self.pool[filler_rng.randrange(len(self.pool))]  # noqa: E731
+        return weave([(d, text) for d, text, _ in inserts], budget, draw, placed, chunk_sentences), needle
 
     def document(self, index: int, tokens: int) -> tuple[str, Needle]:
         chunks, needle = self.stream(index, tokens)

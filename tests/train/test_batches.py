@@ -64,40 +64,21 @@ def test_joined_items_hold_one_label_each_within_join_tokens_and_every_document_
     phrases = rng.integers(1, 40, 300)
     tokens = phrases * 20
     kinds = [bytes([k]) for k in rng.integers(0, 3, 300)]
-    sampler = BucketBatchSampler(
-        list(phrases),
-        list(tokens),
-        8,
-        100_000,
-        True,
-        1,
-        curriculum_epochs=1,
-        max_tokens=800,
-        epoch=lambda: 1,
-        join_tokens=3000,
-        kinds=kinds,
-    )
-    items = [
-        item for batch in sampler._pack(sampler._joined(np.arange(300)), np.random.default_rng(0)) for item in batch
-    ]
+
+    def sampler(epoch: int) -> BucketBatchSampler:
+        return BucketBatchSampler(
+            list(phrases), list(tokens), 8, 100_000, True, 1, curriculum_epochs=1, max_tokens=800,
+            epoch=lambda: epoch, join_tokens=3000, kinds=kinds,
+        )  # fmt: skip
+
+    after = sampler(1)
+    items = [item for batch in after._pack(after._joined(np.arange(300)), np.random.default_rng(0)) for item in batch]
     assert any(len(item) > 1 for item in items)
     assert sorted(i for item in items for i in item) == list(range(300))  # each document once
     assert all(len({kinds[i] for i in item}) == 1 for item in items)
     assert all(tokens[list(item)].sum() <= 3000 or len(item) == 1 for item in items)
-    # during the curriculum nothing is joined
-    early = BucketBatchSampler(
-        list(phrases),
-        list(tokens),
-        8,
-        100_000,
-        True,
-        1,
-        curriculum_epochs=1,
-        max_tokens=800,
-        epoch=lambda: 0,
-        join_tokens=3000,
-        kinds=kinds,
-    )
+    assert any(isinstance(i, tuple) for batch in after for i in batch)  # an epoch after the curriculum joins
+    early = sampler(0)  # during the curriculum nothing is joined
     assert all(isinstance(i, int) for batch in early for i in batch)
 
 
