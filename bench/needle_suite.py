@@ -276,6 +276,9 @@ def cmd_run(args) -> None:
         "command": "python bench/needle_suite.py run " + " ".join(sys.argv[2:]),
         "date": today(),
         "machine": machine(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
     }
     update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
 
