@@ -133,7 +133,7 @@ def cmd_hdc(args) -> None:
                     "macro_f1": result["macro_f1"],
                     "accuracy": result["accuracy"],
                     "train_s": round(seconds, 1),
-                    "mix": summary.get("ngram_linear"),
+                    "fitted": summary.get("fitted_after_training"),
                 }
             )
             print(
