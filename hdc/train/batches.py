@@ -117,25 +117,26 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _pack(self, order: np.ndarray | list, rng: np.random.Generator) -> list[list]:
         """Batches of the items in `order`: document indices, or tuples of them (joined)."""
-        size = lambda item: int(self.phrases[list(item)].sum()) if isinstance(item, tuple) else int(self.phrases[item])  # noqa: E731
-        sizes = np.array([size(item) for item in order], dtype=np.int64)
+        items = [tuple(int(j) for j in item) if isinstance(item, tuple) else int(item) for item in order]
+        sizes = np.array(
+            [self.phrases[list(item)].sum() if isinstance(item, tuple) else self.phrases[item] for item in items]
+        )
         # Sort inside pools of ~64 batches: little padding, and batches still vary between epochs.
-        per_batch = max(1, self.cap // (self.T * max(1, int(sizes.mean() if len(sizes) else 1))))
+        per_batch = max(1, self.cap // (self.T * max(1, int(self.phrases.mean()))))
         pool = 64 * per_batch
         batches: list[list] = []
-        for start in range(0, len(order), pool):
-            chunk = np.arange(start, min(start + pool, len(order)))
+        for start in range(0, len(items), pool):
+            chunk = np.arange(start, min(start + pool, len(items)))
             chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
-            batch: list = []
+            batch: list[int] = []  # positions in `items`
             for i in chunk:
-                longest = max(sizes[i], sizes[batch[-1][0]] if batch else 0)
+                longest = max(sizes[i], sizes[batch[-1]] if batch else 0)
                 if batch and (len(batch) + 1) * longest * self.T > self.cap:
-                    batches.append([item for _, item in batch])
+                    batches.append([items[j] for j in batch])
                     batch = []
-                item = order[i]
-                batch.append((int(i), tuple(int(j) for j in item) if isinstance(item, tuple) else int(item)))
+                batch.append(i)
             if batch:
-                batches.append([item for _, item in batch])
+                batches.append([items[j] for j in batch])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -163,16 +164,15 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _joined(self, order: np.ndarray) -> list[tuple[int, ...]]:
         """The documents in `order`, joined with the next ones of their kind up to join_tokens."""
-        items, open_items = [], {}
+        items: list[tuple[int, ...]] = []
+        groups: dict[object, list[int]] = {}  # kind -> the open group
         for i in order:
-            kind = self.kinds[i]
-            group, tokens = open_items.get(kind, ([], 0))
-            if group and tokens + self.tokens[i] > self.join_tokens:
+            group = groups.setdefault(self.kinds[i], [])
+            if group and self.tokens[group].sum() + self.tokens[i] > self.join_tokens:
                 items.append(tuple(group))
-                group, tokens = [], 0
-            open_items[kind] = (group + [int(i)], tokens + int(self.tokens[i]))
-        items += [tuple(group) for group, _ in open_items.values() if group]
-        return items
+                group.clear()
+            group.append(int(i))
+        return items + [tuple(group) for group in groups.values() if group]
 
     def __iter__(self):
         # A generator: the batches are drawn at the first next(), once Lightning has restored
