@@ -8,7 +8,7 @@
 
 A Classifier pickles as its path and settings, and loads the model the first time it is used in
 a process: a distributed engine ships it to each worker for the cost of a few bytes, and each
-worker loads the model once (hdc/ray_batch.py does this on Ray Data).
+worker loads the model once (`hdc batch`, in hdc/distributed.py, does this on Ray Data).
 """
 
 from __future__ import annotations

@@ -108,38 +108,47 @@ def render_html(explanation: dict, text: str | None) -> str:
     head = _header(explanation) + _legend(queries, explanation["mode"] == "full")
     if explanation["mode"] == "summary" or text is None:
         return _page(name, head + _summary_body(explanation))
+    span = lambda item: text[item["span"][0] : item["span"][1]]  # noqa: E731
+    ranked = sorted(explanation["sentences"], key=lambda s: -s["evidence"])
+    sentence_of = {p["index"]: p["sentence"] for p in explanation["phrases"]}
+    picks = explanation["selected"]
+    why = _why(
+        explanation,
+        [(f"s{s['index']}", span(s), s) for s in ranked],
+        [(f"s{sentence_of[picks[i]['phrase']]}", span(picks[i]), picks[i]) for i in _by_rank(picks)],
+    )
     heat = WordHeat(explanation)
-    body = _levels(explanation, text, heat) + _why(explanation, text) + _full_body(explanation, text, heat)
-    return _page(name, head + body)
+    return _page(name, head + _levels(explanation, text, heat) + why + _full_body(explanation, text, heat))
 
 
 PLAIN_BELOW = 0.02  # a sentence with less evidence than this share of the top sentence's is not tinted
 WHY_SENTENCES = 5  # the sentences the "why" panel ranks
 
 
-def _why(explanation: dict, text: str) -> str:
+def _why(explanation: dict, sentences: list[tuple[str, str, dict]], picks: list[tuple[str, str, dict]]) -> str:
     """The ranked answer to "why this label", at the top of the page: the sentences with the most
-    evidence and the phrases each query selected, each a link to its place in the text."""
+    evidence and the phrases the queries selected, best first, each (anchor, text, its entry) a
+    link to its place on the page."""
     label = ", ".join(explanation["labels"]) or "(no label)"
-    ranked = sorted(explanation["sentences"], key=lambda s: -s["evidence"])[:WHY_SENTENCES]
-    items = [
-        f'<li><a href="#s{s["index"]}">{html.escape(_clip(text[s["span"][0] : s["span"][1]]))}</a>'
-        f' <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
-        for s in ranked
-    ]
-    sentence_of = {p["index"]: p["sentence"] for p in explanation.get("phrases", [])}
-    picks = []
-    for s in sorted(explanation["selected"], key=lambda s: (s["rank"], s["query"]))[:WHY_SENTENCES]:
-        anchor = f"#s{sentence_of[s['phrase']]}" if s["phrase"] in sentence_of else ""
-        picks.append(
-            f'<li><a href="{anchor}">{html.escape(_clip(text[s["span"][0] : s["span"][1]]))}</a>'
-            f' <span class="meta">query {s["query"] + 1}, rank {s["rank"]}, weight {s["fusion"]:.3f}</span></li>'
-        )
+    ranked = "".join(
+        f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
+        for anchor, text, s in sentences[:WHY_SENTENCES]
+    )
+    selected = "".join(
+        f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">query {s["query"] + 1}, '
+        f"rank {s['rank']}, weight {s['fusion']:.3f}</span></li>"
+        for anchor, text, s in picks[:WHY_SENTENCES]
+    )
     return (
         f'<section class="why"><h2>Why “{html.escape(label)}”</h2>'
-        f"<p>The sentences with the most evidence, best first:</p><ol>{''.join(items)}</ol>"
-        f"<p>The phrases the sparse path selected:</p><ol>{''.join(picks)}</ol></section>"
+        f"<p>The sentences with the most evidence, best first:</p><ol>{ranked}</ol>"
+        f"<p>The phrases the sparse path selected:</p><ol>{selected}</ol></section>"
     )
+
+
+def _by_rank(picks: list[dict]) -> list[int]:
+    """Positions of the selected phrases, best rank first, query 1 before query 2 on a tie."""
+    return sorted(range(len(picks)), key=lambda i: (picks[i]["rank"], picks[i]["query"]))
 
 
 def _clip(text: str, n: int = 160) -> str:
@@ -165,9 +174,7 @@ class WordHeat:
                 continue  # a lone word-start marker: no characters to paint
             phrase = phrases[t["phrase"]]
             dense = t["weight"] * phrase["weight"] * sentences[phrase["sentence"]]["weight"]
-            sparse = t["weight"] * sum(
-                q["fusion"] * shares[q["query"]] for q in phrase["queries"] if q["query"] < len(shares)
-            )
+            sparse = t["weight"] * sum(q["fusion"] * shares[q["query"]] for q in phrase["queries"])
             heat = pieces.setdefault((a, b), [0.0, 0.0])  # bytes of one character share its span
             heat[0] += dense
             heat[1] += sparse
@@ -235,11 +242,8 @@ def _levels(explanation: dict, text: str, heat: WordHeat) -> str:
     picks = sorted(explanation["selected"], key=lambda x: (x["rank"], x["query"]))
     sparse_sentences: dict[int, float] = {}
     for x in picks:
-        sentence = phrases[x["phrase"]]["sentence"] if x["phrase"] < len(phrases) else None
-        if sentence is not None and x["query"] < len(shares["queries"]):
-            sparse_sentences[sentence] = (
-                sparse_sentences.get(sentence, 0.0) + x["fusion"] * shares["queries"][x["query"]]
-            )
+        sentence = phrases[x["phrase"]]["sentence"]
+        sparse_sentences[sentence] = sparse_sentences.get(sentence, 0.0) + x["fusion"] * shares["queries"][x["query"]]
     sparse = {
         "document": items([f"query {m + 1} {share:.0%}" for m, share in enumerate(shares["queries"])]),
         "sentence": items(
@@ -335,23 +339,15 @@ def _snippet(item: dict, head: str, anchor: str, colour: str = "#e5e7eb") -> str
 def _summary_body(explanation: dict) -> str:
     picks = sorted(explanation["selected"], key=lambda s: (s["query"], s["rank"]))
     sentences = sorted(explanation["sentences"], key=lambda s: -s["evidence"])
-    label = ", ".join(explanation["labels"]) or "(no label)"
     # The "why" panel of a streamed document: the same ranking as a whole one's, each entry a
     # link to its snippet below (the text itself is not on the page).
-    ranked = "".join(
-        f'<li><a href="#s{i}">{html.escape(_clip(s["context"]["text"]))}</a> <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
-        for i, s in enumerate(sentences[:WHY_SENTENCES])
-    )
-    by_rank = sorted(range(len(picks)), key=lambda i: (picks[i]["rank"], picks[i]["query"]))[:WHY_SENTENCES]
-    selected = "".join(
-        f'<li><a href="#p{i}">{html.escape(_clip(picks[i]["context"]["text"]))}</a> <span class="meta">query '
-        f"{picks[i]['query'] + 1}, rank {picks[i]['rank']}, weight {picks[i]['fusion']:.3f}</span></li>"
-        for i in by_rank
+    why = _why(
+        explanation,
+        [(f"s{i}", s["context"]["text"], s) for i, s in enumerate(sentences)],
+        [(f"p{i}", picks[i]["context"]["text"], picks[i]) for i in _by_rank(picks)],
     )
     parts = [
-        f'<section class="why"><h2>Why “{html.escape(label)}”</h2>'
-        f"<p>The sentences with the most evidence, best first:</p><ol>{ranked}</ol>"
-        f"<p>The phrases the sparse path selected:</p><ol>{selected}</ol></section>",
+        why,
         "<p>This document was streamed: the page shows the phrases the sparse path selected and the "
         "sentences with the most evidence, each with context.</p>",
         "<section><h2>Top sentences</h2>",
