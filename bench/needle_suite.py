@@ -296,10 +296,9 @@ def cmd_swap(args) -> None:
         for variant in ("as is", "training slot words", "training templates"):
             generator = Generator(task, "test", seed=TEST_SEED)
             if variant == "training templates":
-                generator.side = 0  # templates and distractors of training; slots stay the test's
-                generator._slots = lambda rng: {s: rng.choice(w[1]) for s, w in task.slots.items()}  # noqa: B023
+                generator.side = 0  # templates and distractors of training; slot words stay the test's
             elif variant == "training slot words":
-                generator._slots = lambda rng: {s: rng.choice(w[0]) for s, w in task.slots.items()}  # noqa: B023
+                generator.slot_side = 0
             right = 0
             for i in range(40):
                 text, needle = generator.document(i, 2000)

@@ -335,7 +335,8 @@ class Needle:
 class Generator:
     def __init__(self, task: Task, part: str, seed: int):
         self.task, self.part, self.seed = task, part, seed
-        self.side = 0 if part == "train" else 1
+        # which side of each (train, test) pair to draw from: templates, and slot words
+        self.side = self.slot_side = 0 if part == "train" else 1
         self.pool = filler_pool(task, part)
 
     def _fill(self, template: str, rng: random.Random, value: str | None, slots: dict) -> str:
@@ -350,7 +351,7 @@ class Generator:
         return text[0].upper() + text[1:]
 
     def _slots(self, rng: random.Random) -> dict:
-        return {slot: rng.choice(words[self.side]) for slot, words in self.task.slots.items()}
+        return {slot: rng.choice(words[self.slot_side]) for slot, words in self.task.slots.items()}
 
     def plan(self, index: int, tokens: int) -> tuple[random.Random, str, list[tuple[float, str, bool]]]:
         """The label and the inserted sentences: (depth, text, is part of the needle)."""
@@ -359,7 +360,7 @@ class Generator:
         label = "none" if rng.random() < NONE_SHARE else rng.choice(task.values)
         inserts = []
         if task.roles[0]:  # two sentences: who holds the role, and where that person sits
-            names = rng.sample(task.slots["name"][side], 4)
+            names = rng.sample(task.slots["name"][self.slot_side], 4)
             holder, others = names[0], names[1:]
             if label != "none":
                 inserts.append(
