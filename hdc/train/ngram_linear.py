@@ -96,7 +96,8 @@ CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a tempera
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     """Fit the linear classifier, choose (deep weight, C, scale) on validation, set it in the
-    model; returns the choice, the scores before and after, and the mixed validation logits."""
+    model; returns the choice (C None and scale 0: no linear classifier), the scores before and
+    after, and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     balanced = t.class_weight == "balanced"
     model.set(ngram_linear=0.0, ngram_linear_bias=0.0)
@@ -112,22 +113,34 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
             return scores(targets, predicted, labels, multilabel)["macro_f1"]
 
         result["valid_macro_f1_before"] = macro_f1(logits)
-        best = None
+        mixed = {}
         for d, c, scale in candidates:
             if c not in fits:
                 fits[c] = fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
             weights, bias = fits[c]
-            mixed = d * logits + scale * (valid_x @ weights + bias)
-            score = macro_f1(mixed)
-            if best is None or score > best[0]:
-                best = (score, d, c, scale, mixed)
-        result["valid_macro_f1_after"], d, c, scale, logits = best
+            mixed[d, c, scale] = d * logits + scale * (valid_x @ weights + bias)
+        scored = [(macro_f1(z), mix) for mix, z in mixed.items()]
+        result["valid_macro_f1_after"], (d, c, scale) = choose_mix(result["valid_macro_f1_before"], scored)
+        if c is None:
+            return {"deep_weight": d, "c": None, "scale": 0.0}, result, logits  # ngram_linear stays zero
+        logits = mixed[d, c, scale]
     else:
         d = t.deep_weights[0]
         c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
     weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
     model.set(ngram_linear=torch.from_numpy(scale * weights), ngram_linear_bias=torch.from_numpy(scale * bias))
     return {"deep_weight": d, "c": c, "scale": scale}, result, logits
+
+
+NETWORK_ALONE = (1.0, None, 0.0)  # (deep weight, C, scale) of the mix that has no linear classifier
+
+
+def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, tuple]:
+    """The (validation score, mix) scored best, the first on a tie. The network alone scored
+    `alone`; it is chosen (NETWORK_ALONE) only where it beats every mix, so that the choice never
+    ends below what validation saw before mixing."""
+    best = max(scored, key=lambda item: item[0])  # max keeps the first of equal items
+    return best if best[0] >= alone else (alone, NETWORK_ALONE)
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:

@@ -224,11 +224,12 @@ def _train(
     if config.model.ngram_linear:
         before, after = fitted.get("valid_macro_f1_before"), fitted.get("valid_macro_f1_after")
         scored = f", validation macro-F1 {before:.4f} -> {after:.4f}" if after is not None else ""
-        print(
-            f"mix: the network's logits x {fitted['deep_weight']:g} + the n-gram linear classifier's "
-            f"(C={fitted['c']:g}) x {fitted['scale']:g}{scored}",
-            file=sys.stderr,
+        linear = (
+            "no n-gram linear classifier: the network alone scored best"
+            if fitted["c"] is None
+            else f"the n-gram linear classifier's (C={fitted['c']:g}) x {fitted['scale']:g}"
         )
+        print(f"mix: the network's logits x {fitted['deep_weight']:g} + {linear}{scored}", file=sys.stderr)
     calibrated = len(data.valid_set) >= CALIBRATION_DOCUMENTS and not multilabel
     print(
         f"temperature: {fitted['temperature']:g}, fitted on validation"

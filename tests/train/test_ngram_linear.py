@@ -91,3 +91,12 @@ def test_the_temperature_makes_validation_log_loss_least():
     logits = np.eye(3)[targets] * 2.0 + rng.normal(0, 1, (400, 3))
     base = fit_temperature(logits, targets)
     assert 0.05 < base < 20 and abs(fit_temperature(logits * 5, targets) / base - 5) < 0.3  # 5x sharper: 5x cooler
+
+
+def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
+    from hdc.train.ngram_linear import NETWORK_ALONE, choose_mix
+
+    scored = [(0.5, (1.0, 1.0, 1.0)), (0.7, (0.0, 3.0, 2.0)), (0.7, (1.0, 3.0, 2.0))]
+    assert choose_mix(0.6, scored) == (0.7, (0.0, 3.0, 2.0))  # the first of the best
+    assert choose_mix(0.7, scored) == (0.7, (0.0, 3.0, 2.0))  # a tie keeps the mix
+    assert choose_mix(0.8, scored) == (0.8, NETWORK_ALONE)
