@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -104,7 +105,8 @@ def cmd_hdc(args) -> None:
     for corpus in args.corpora.split(","):
         runs = []
         for seed in args.seeds.split(","):
-            out = OUT / corpus / f"hdc-seed{seed}"
+            out = OUT / corpus / f"{args.name}-seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)  # this script's own earlier run of the same name
             data = CORPORA / corpus
             start = time.perf_counter()
             command = [

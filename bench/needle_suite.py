@@ -58,6 +58,18 @@ RECIPES = {
         "train.join_tokens=16384",
     ],
     "clip": ["--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0"],
+    "clip-corpus": [
+        "--config",
+        "configs/needle.yaml",
+        "--set",
+        "train.grad_clip=1.0",
+        "--set",
+        "train.embed_init=corpus",
+    ],
+    "clip-corpus-frozen": [
+        *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0", "--set", "train.embed_init=corpus"),
+        *("--set", "train.embed_frozen=true"),
+    ],
     "clip-drop": [
         "--config",
         "configs/needle.yaml",

@@ -141,6 +141,12 @@ class TrainConfig(Checked):
     # "balanced": each class (multi-label: each label's positives) weighs in the loss, and in the
     # linear classifier, inversely to its frequency in the training split; "none": all alike.
     class_weight: str = "none"
+    # The token embeddings' start: "random", or "corpus": vectors from the training texts'
+    # co-occurrences (hdc.train.vectors.corpus_vectors). --embeddings overrides both.
+    embed_init: str = "random"
+    # Keep the initial token embeddings through training. Tokens that training's documents use
+    # then stay near the tokens used like them elsewhere, which training never sees.
+    embed_frozen: bool = False
     sentence_dropout: float = ranged(0.0, 0, below=1)  # drop each training sentence with this probability
     token_dropout: float = ranged(0.0, 0, below=1)  # drop each training token with this probability
     ngram_min_df: int = ranged(1, 0)  # n-gram buckets in fewer training documents get no weight
@@ -184,6 +190,8 @@ class TrainConfig(Checked):
     def check(self) -> None:
         if self.class_weight not in ("none", "balanced"):
             raise UsageError(f"train.class_weight must be none or balanced, got {self.class_weight!r}")
+        if self.embed_init not in ("random", "corpus"):
+            raise UsageError(f"train.embed_init must be random or corpus, got {self.embed_init!r}")
         if self.max_steps == 0:
             raise UsageError("train.max_steps must be -1 (no limit) or at least 1, got 0")
         if not self.ngram_linear_c or not self.ngram_linear_scale or not self.deep_weights:

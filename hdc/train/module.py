@@ -88,7 +88,10 @@ class LitClassifier(L.LightningModule):
     def configure_optimizers(self):
         t = self.info.config.train
         table = getattr(self.model, "ngram_embed", None)
-        dense = [p for p in self.parameters() if table is None or p is not table.weight]
+        apart = [table.weight] if table is not None else []  # sparse gradients: SGD, below
+        if t.embed_frozen:
+            apart.append(self.model.embed.weight)  # kept as initialised (train.embed_frozen)
+        dense = [p for p in self.parameters() if all(p is not q for q in apart)]
         optimizer = torch.optim.AdamW(dense, lr=t.lr, weight_decay=t.weight_decay)
         # The n-gram table has sparse gradients, which AdamW cannot take: plain SGD steps it
         # beside Lightning's optimizer (optimizer_step), on the same schedule. SparseAdam scored

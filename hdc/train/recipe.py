@@ -50,7 +50,7 @@ from .plumbing import (
     quiet_lightning,
     resumed_epoch,
 )
-from .vectors import load_word_vectors
+from .vectors import corpus_vectors, load_word_vectors
 
 
 def train(
@@ -151,6 +151,15 @@ def _train(
     if t.class_weight == "balanced":
         weights = class_weights(train_set.targets, len(labels), multilabel)
     module = LitClassifier(info, weights)
+    if vectors is None and t.embed_init == "corpus" and not resume:
+        started = time.perf_counter()
+        vectors = corpus_vectors(
+            train_set.segments, config.model.vocab_size, module.model.embed.embedding_dim, seed=t.seed
+        )
+        print(
+            f"embeddings: learnt from the training texts' co-occurrences ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
     if vectors is not None:
         with torch.no_grad():
             module.model.embed.weight.copy_(torch.from_numpy(vectors))

@@ -1,4 +1,5 @@
-"""Word vectors (fastText .vec or GloVe text) as the initial token embeddings: `--embeddings`."""
+"""Initial token embeddings: word vectors from a file (fastText .vec or GloVe text, `--embeddings`),
+or vectors learnt from the training texts' co-occurrences (train.embed_init: corpus)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix
+from sklearn.utils.extmath import randomized_svd
 
 from ..errors import HdcError, UsageError
-from ..text import Segmenter
+from ..text import Segmenter, Segments
 
 
 def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
@@ -53,3 +56,45 @@ def load_word_vectors(path: Path, segmenter: Segmenter) -> np.ndarray:
         raise HdcError(f"{path}: no vectors found; expected fastText .vec or GloVe text format")
     print(f"embeddings: {len(found)}/{segmenter.vocab_size - 1} tokens initialised from {path}", file=sys.stderr)
     return matrix
+
+
+def cooccurrences(segments: list[Segments], vocab_size: int, window: int):
+    """[vocab_size, vocab_size] scipy CSR, symmetric: how often two tokens occur within `window`
+    tokens of each other in one document (padding, id 0, never counts)."""
+    # Every document's tokens in order, `window` paddings between documents: no pair crosses one.
+    gap = np.zeros(window, np.int64)
+    stream = np.concatenate([part for s in segments for part in (s.tokens[s.tokens > 0].astype(np.int64), gap)])
+    counts = csr_matrix((vocab_size, vocab_size), dtype=np.float64)
+    for offset in range(1, window + 1):
+        left, right = stream[:-offset], stream[offset:]
+        keep = (left > 0) & (right > 0)
+        pairs = coo_matrix((np.ones(int(keep.sum())), (left[keep], right[keep])), shape=(vocab_size, vocab_size))
+        counts = counts + pairs.tocsr() + pairs.T.tocsr()
+    return counts
+
+
+def corpus_vectors(segments: list[Segments], vocab_size: int, dim: int, window: int = 4, seed: int = 0) -> np.ndarray:
+    """[vocab_size, dim] token vectors learnt from the training texts themselves, before training:
+    the truncated SVD of the positive pointwise mutual information (PPMI) of tokens that occur
+    within `window` tokens of each other. The recipe and its settings (context smoothing 0.75,
+    singular values to the power 0.5) are Levy, Goldberg & Dagan (2015), "Improving
+    distributional similarity with lessons learned from word embeddings". Tokens that share
+    contexts start close together, so a word that training documents use once starts near the
+    words used like it elsewhere in the corpus. Rows are scaled to nn.Embedding's initial spread;
+    tokens the corpus never has keep a random row."""
+    counts = cooccurrences(segments, vocab_size, window).tocoo()
+    rows, cols = counts.sum(1).A1, counts.sum(0).A1
+    smoothed = cols**0.75
+    # log P(i, j) / (P(i) P_0.75(j)), where P_0.75(j) = c_j^0.75 / sum c^0.75: the totals cancel.
+    pmi = np.log(counts.data) - np.log(rows[counts.row]) - np.log(smoothed[counts.col]) + np.log(smoothed.sum())
+    keep = pmi > 0
+    ppmi = coo_matrix((pmi[keep], (counts.row[keep], counts.col[keep])), shape=(vocab_size, vocab_size)).tocsr()
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(0, 1, (vocab_size, dim)).astype(np.float32)
+    seen = rows > 0
+    if ppmi.nnz and dim < vocab_size:
+        u, s, _ = randomized_svd(ppmi, dim, n_iter=5, random_state=seed)
+        learnt = u[seen] * np.sqrt(s)
+        vectors[seen] = learnt / learnt.std()
+    vectors[0] = 0  # padding
+    return vectors

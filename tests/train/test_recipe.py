@@ -4,6 +4,7 @@ word vectors; the moving average; a refit without validation."""
 import csv
 import json
 
+import numpy as np
 import torch
 from conftest import ASSETS, TINY, TWO_STEPS, jsonl, run_cli, tiny_train_args
 
@@ -151,3 +152,32 @@ def test_joined_documents_keep_the_epochs_step_count_and_the_model_still_learns(
     assert steps[0] == steps[1] > 0
     evaluated = run_cli("evaluate", joined, ASSETS / "tiny_test.jsonl", "--json")
     assert json.loads(evaluated.stdout)["accuracy"] > 0.5  # chance is 1/3
+
+
+def test_frozen_corpus_embeddings_are_the_corpus_vectors_after_training(tmp_path):
+    """train.embed_init=corpus starts the token embeddings at corpus_vectors of the training
+    split; with train.embed_frozen they are still exactly those after training, while an unfrozen
+    run moves them."""
+    from hdc.checkpoint import model_from_checkpoint, read_checkpoint
+    from hdc.data import load_examples
+    from hdc.train.vectors import corpus_vectors
+
+    frozen, moved = tmp_path / "frozen", tmp_path / "moved"
+    corpus = ("--set", "train.embed_init=corpus")
+    result = run_cli(*tiny_train_args(frozen), *TWO_STEPS, *corpus, "--set", "train.embed_frozen=true")
+    assert result.exit_code == 0, result.output
+    assert "embeddings: learnt from the training texts" in result.stderr
+    assert run_cli(*tiny_train_args(moved), *TWO_STEPS, *corpus).exit_code == 0
+
+    model, info = model_from_checkpoint(read_checkpoint(frozen / "checkpoints/last.ckpt"), "last.ckpt")
+    segmenter = info.segmenter()
+    segments = [
+        segmenter.segment(e.text, max_tokens=info.config.data.max_tokens)
+        for e in load_examples(ASSETS / "tiny_train.jsonl")
+    ]
+    start = corpus_vectors(
+        segments, info.config.model.vocab_size, model.embed.embedding_dim, seed=info.config.train.seed
+    )
+    assert np.array_equal(model.embed.weight.detach().numpy(), start)
+    other, _ = model_from_checkpoint(read_checkpoint(moved / "checkpoints/last.ckpt"), "last.ckpt")
+    assert not np.allclose(other.embed.weight.detach().numpy(), start)
