@@ -33,7 +33,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import TorchBackend, model_from_checkpoint, read_checkpoint
 from .config import InferenceConfig
-from .data import Document
+from .data import Document, iter_documents
 from .errors import HdcError, UsageError
 from .io import current_umask, sha256, swap_in, write_atomic
 from .model import HierarchicalClassifier
@@ -49,6 +49,7 @@ from .schema import (
     BundleLayout,
     ModelInfo,
     checkpoint_file,
+    chosen_labels,
     head_inputs,
 )
 
@@ -225,26 +226,77 @@ def check_bundle_target(out: Path) -> None:
         )
 
 
+# --quantize auto keeps int8 where at least this share of the --check documents keep their label:
+# accuracy on them then moves by at most 1 - AUTO_AGREEMENT, half a point, whatever their labels.
+AUTO_AGREEMENT = 0.995
+
+
 def export(
     model_path: str | Path,
     out: str | Path,
     quantize: str | None = None,
     opset: int | None = None,
     top_k: int | None = None,
+    check: list[str] | None = None,
 ) -> dict:
     """Export MODEL (run directory or checkpoint) to the bundle folder OUT. Returns the manifest.
+    quantize: None, "int8", or "auto": int8 only where it keeps the label of AUTO_AGREEMENT of the
+    documents named by `check` (files, folders or .jsonl, as `hdc predict` reads them).
     top_k: phrases the bundle selects per query, if not the model's (model.top_k)."""
     out = Path(out)
+    if quantize == "auto" and not check:
+        raise UsageError(
+            "--quantize auto needs --check FILE: documents like those the bundle will classify, such as "
+            "a validation split, on which int8 must keep the labels"
+        )
     checkpoint_path = checkpoint_file(model_path)
     check_bundle_target(out)
     checkpoint = read_checkpoint(checkpoint_path)
     model, info = model_from_checkpoint(checkpoint, checkpoint_path, top_k, export=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    folders = []
+    try:
+        print(f"export: tracing {checkpoint_path}", file=sys.stderr)
+        if quantize == "auto":
+            for q in (None, "int8"):
+                folders.append(_build(model, info, out, opset, q))
+            choice = _choose_quantization(*folders, check)
+            work = folders[1] if choice["chosen"] == "int8" else folders[0]
+        else:
+            folders = [_build(model, info, out, opset, quantize)]
+            work, choice = folders[0], None
+        manifest = json.loads(BundleLayout(work).manifest.read_text(encoding="utf-8"))
+        chosen = json.loads(BundleLayout(work).description.read_text(encoding="utf-8"))["quantize"]
+
+        print("export: checking parity with torch", file=sys.stderr)
+        settings = InferenceConfig(batch_tokens=4096, block_tokens=1024)  # the longest document in blocks
+        reference_model, _ = model_from_checkpoint(checkpoint, checkpoint_path, top_k)
+        reference = Predictor(TorchBackend(reference_model), info, str(checkpoint_path), settings)
+        difference = parity(reference, load_predictor(work, settings), parity_documents(info))
+        tolerance = PARITY_TOLERANCE[chosen]
+        if difference > tolerance:
+            raise HdcError(
+                f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})"
+            )
+        manifest["parity_max_abs_diff"] = difference
+        if choice:
+            manifest["quantize_choice"] = choice
+        write_atomic(BundleLayout(work).manifest, json.dumps(manifest, indent=1))
+
+        swap_in(work, out)
+        folders.remove(work)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    return manifest
+
+
+def _build(model: HierarchicalClassifier, info: ModelInfo, out: Path, opset: int | None, quantize: str | None) -> Path:
+    """A complete bundle, not yet checked for parity, in a new temporary folder beside `out`."""
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         work.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
         bundle = BundleLayout(work)
-        print(f"export: tracing {checkpoint_path}", file=sys.stderr)
         try:
             _export_graphs(model, bundle, opset or OPSET)
         except OSError:
@@ -267,22 +319,34 @@ def export(
             "files": {name: sha256(work / name) for name in bundle.FILES},
         }
         bundle.manifest.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-
-        print("export: checking parity with torch", file=sys.stderr)
-        settings = InferenceConfig(batch_tokens=4096, block_tokens=1024)  # the longest document in blocks
-        reference_model, _ = model_from_checkpoint(checkpoint, checkpoint_path, top_k)
-        reference = Predictor(TorchBackend(reference_model), info, str(checkpoint_path), settings)
-        difference = parity(reference, load_predictor(work, settings), parity_documents(info))
-        tolerance = PARITY_TOLERANCE[quantize]
-        if difference > tolerance:
-            raise HdcError(
-                f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})"
-            )
-        manifest["parity_max_abs_diff"] = difference
-        write_atomic(bundle.manifest, json.dumps(manifest, indent=1))
-
-        swap_in(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return manifest
+    return work
+
+
+def _choose_quantization(fp32: Path, int8: Path, check: list[str]) -> dict:
+    """Run both bundles on the --check documents; int8 where it keeps AUTO_AGREEMENT of the labels."""
+    documents = [d for d in iter_documents(check) if isinstance(d, Document)]
+    if not documents:
+        raise UsageError(f"--check {' '.join(check)}: no readable documents to compare fp32 and int8 on")
+    labels = []
+    for folder in (fp32, int8):
+        predictor = load_predictor(folder)
+        info, threshold = predictor.info, InferenceConfig().threshold
+        labels.append(
+            [
+                chosen_labels(o.probabilities, info.labels, info.multilabel, threshold) if o.ok else None
+                for o in predictor.run(documents, progress=False)
+            ]
+        )
+    agreement = float(np.mean([a == b for a, b in zip(*labels)]))
+    chosen = "int8" if agreement >= AUTO_AGREEMENT else "none"
+    sizes = {name: sum(f.stat().st_size for f in folder.iterdir()) for name, folder in (("fp32", fp32), ("int8", int8))}
+    print(
+        f"export: int8 keeps the label of {agreement:.1%} of {len(documents)} --check documents "
+        f"(needed: {AUTO_AGREEMENT:.1%}), so the bundle is {'int8' if chosen == 'int8' else 'fp32'} "
+        f"({sizes['int8'] / 2**20:.1f} MB int8, {sizes['fp32'] / 2**20:.1f} MB fp32)",
+        file=sys.stderr,
+    )
+    return {"documents": len(documents), "label_agreement": round(agreement, 4), "chosen": chosen}

@@ -111,6 +111,30 @@ def test_int8_export(tiny_run, tmp_path):
     assert np.mean([r["label"] == t for r, t in zip(predicted, truth)]) >= 0.9
 
 
+@pytest.mark.parametrize("needed, chosen", [(0.0, "int8"), (1.01, "none")])
+def test_quantize_auto_keeps_int8_only_where_it_keeps_enough_labels(tiny_run, tmp_path, monkeypatch, needed, chosen):
+    """The choice follows the measured label agreement: a bar of 0 always takes int8, a bar above
+    1 never does; the bundle, its model.json and the manifest say which, and no temporary folder
+    is left beside the bundle."""
+    import hdc.export
+
+    monkeypatch.setattr(hdc.export, "AUTO_AGREEMENT", needed)
+    out = tmp_path / "auto"
+    result = run_cli("export", tiny_run, out, "--quantize", "auto", "--check", ASSETS / "tiny_valid.jsonl")
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.stdout)["quantize_choice"]
+    assert choice["chosen"] == chosen and choice["documents"] == 60 and 0.9 <= choice["label_agreement"] <= 1
+    assert json.loads((out / "model.json").read_text())["quantize"] == (None if chosen == "none" else "int8")
+    assert f"int8 keeps the label of {choice['label_agreement']:.1%} of 60 --check documents" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto"]
+
+
+def test_quantize_auto_without_check_names_the_flag(tiny_run, tmp_path):
+    result = run_cli("export", tiny_run, tmp_path / "auto", "--quantize", "auto")
+    assert result.exit_code == 2 and "--quantize auto needs --check FILE" in result.stderr
+    assert not (tmp_path / "auto").exists()
+
+
 def test_export_with_another_top_k(tiny_run, tmp_path):
     result = run_cli("export", tiny_run, tmp_path / "k3", "--phrases", "3")  # exits 1 if parity fails
     assert result.exit_code == 0, result.output
