@@ -7,8 +7,11 @@
 Baselines, in this script, each with C chosen by validation macro-F1 from (0.03, 0.1, 0.3, 1, 3,
 10), then scored once on test:
 - word-svm: word 1-2-gram TF-IDF (sublinear, min_df 2) + LinearSVC;
-- word-lr: the same features + LogisticRegression;
-- char-svm: char_wb 2-5-gram TF-IDF (sublinear, min_df 2) + LinearSVC.
+- char-svm: char_wb 2-5-gram TF-IDF (sublinear, min_df 2) + LinearSVC;
+- word-lr, char-lr: the same features under a logistic regression, and each of the four with
+  binary TF instead of sublinear (word-svm-binary, ...);
+- fasttext: fastText's supervised classifier, (lr, epoch, wordNgrams) chosen on validation
+  (bench only: `pip install fasttext-numpy2`).
 hdc: `hdc train` with no --config (the default recipe) and one seed per run, then `hdc evaluate`
 on test. Figures go to bench/results.json under accuracy.<corpus>.<method>, with hdc's mean and
 spread over the seeds.
@@ -56,14 +59,21 @@ def cmd_baselines(args) -> None:
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.svm import LinearSVC
 
+    # Word 1-2-grams and char_wb 2-5-grams (min_df 2), each with sublinear or binary TF, each
+    # under a LinearSVC and a logistic regression: the first things a user tries.
+    analyzers = {"word": {"ngram_range": (1, 2)}, "char": {"analyzer": "char_wb", "ngram_range": (2, 5)}}
+    tfs = {"": {"sublinear_tf": True}, "-binary": {"binary": True}}
     features = {
-        "word": lambda: TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-        "char": lambda: TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        kind + tf: (lambda a=a, t=t: TfidfVectorizer(min_df=2, **a, **t))
+        for kind, a in analyzers.items()
+        for tf, t in tfs.items()
     }
+    classifiers = {"svm": lambda c: LinearSVC(C=c), "lr": lambda c: LogisticRegression(C=c * 10, max_iter=2000)}
     methods = {
-        "word-svm": ("word", lambda c: LinearSVC(C=c)),
-        "word-lr": ("word", lambda c: LogisticRegression(C=c * 10, max_iter=2000)),
-        "char-svm": ("char", lambda c: LinearSVC(C=c)),
+        f"{kind}-{name}{tf}": (kind + tf, make)
+        for kind in analyzers
+        for tf in tfs
+        for name, make in classifiers.items()
     }
     for corpus in args.corpora.split(","):
         (xt, yt), (xv, yv), (xs, ys) = (_read(corpus, s) for s in ("train", "valid", "test"))
@@ -89,7 +99,54 @@ def cmd_baselines(args) -> None:
                 f"{corpus:14} {method:9} test macro-F1 {results[method]['macro_f1']:.4f} acc {results[method]['accuracy']:.4f} (C={best})",
                 file=sys.stderr,
             )
+        results["fasttext"] = _fasttext(corpus, (xt, yt), (xv, yv), (xs, ys))
         _store(corpus, results)
+
+
+FASTTEXT_GRID = [  # (lr, epoch, wordNgrams), chosen by validation macro-F1
+    (lr, epoch, n) for lr in (0.1, 0.5, 1.0) for epoch in (5, 25) for n in (1, 2)
+]
+
+
+def _fasttext(corpus: str, train, valid, test) -> dict:
+    """fastText's supervised classifier (`pip install fasttext-numpy2`), lower-cased text,
+    dim 100, 2 threads, its settings chosen on validation."""
+    import fasttext
+    from sklearn.metrics import accuracy_score, f1_score
+
+    start = time.perf_counter()
+    folder = OUT / corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "fasttext-train.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for text, label in zip(*train):
+            f.write(f"__label__{label.replace(' ', '_')} {' '.join(text.lower().split())}\n")
+
+    def fit_predict(setting, texts):
+        lr, epoch, n = setting
+        model = fasttext.train_supervised(str(path), lr=lr, epoch=epoch, wordNgrams=n, dim=100, thread=2, verbose=0)
+        labels, _ = model.predict([" ".join(t.lower().split()) for t in texts])
+        return [label[0].removeprefix("__label__") for label in labels]
+
+    names = {label.replace(" ", "_"): label for label in set(train[1])}
+    scores = {}
+    for setting in FASTTEXT_GRID:
+        predicted = [names[p] for p in fit_predict(setting, valid[0])]
+        scores[setting] = f1_score(valid[1], predicted, average="macro")
+    best = max(scores, key=scores.get)
+    predicted = [names[p] for p in fit_predict(best, test[0])]
+    result = {
+        "macro_f1": round(float(f1_score(test[1], predicted, average="macro")), 4),
+        "accuracy": round(float(accuracy_score(test[1], predicted)), 4),
+        "lr_epoch_word_ngrams": list(best),
+        "valid_macro_f1": round(float(scores[best]), 4),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(
+        f"{corpus:14} fasttext  test macro-F1 {result['macro_f1']:.4f} acc {result['accuracy']:.4f} {best}",
+        file=sys.stderr,
+    )
+    return result
 
 
 def _store(corpus: str, results: dict) -> None:
@@ -136,6 +193,10 @@ def cmd_hdc(args) -> None:
                     "accuracy": result["accuracy"],
                     "train_s": round(seconds, 1),
                     "fitted": summary.get("fitted_after_training"),
+                    # what a choice between variants may look at: validation, after the mix
+                    "valid_macro_f1": (summary.get("fitted_after_training") or {}).get(
+                        "valid_macro_f1_after", summary.get("best_val_macro_f1")
+                    ),
                 }
             )
             print(
@@ -149,6 +210,7 @@ def cmd_hdc(args) -> None:
             "macro_f1_spread": round(float(f1.max() - f1.min()), 4),
             "accuracy": round(float(acc.mean()), 4),
             "accuracy_spread": round(float(acc.max() - acc.min()), 4),
+            "valid_macro_f1": round(float(np.mean([r["valid_macro_f1"] for r in runs])), 4),
             "seeds": runs,
         }
         _store(corpus, {args.name: entry})
