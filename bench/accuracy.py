@@ -131,7 +131,11 @@ def _fasttext(corpus: str, train, valid, test) -> dict:
     names = {label.replace(" ", "_"): label for label in set(train[1])}
     scores = {}
     for setting in FASTTEXT_GRID:
-        predicted = [names[p] for p in fit_predict(setting, valid[0])]
+        try:
+            predicted = [names[p] for p in fit_predict(setting, valid[0])]
+        except RuntimeError as e:  # "Encountered NaN": the learning rate too high for this corpus
+            print(f"{corpus:14} fasttext  {setting}: {e}", file=sys.stderr)
+            continue
         scores[setting] = f1_score(valid[1], predicted, average="macro")
     best = max(scores, key=scores.get)
     predicted = [names[p] for p in fit_predict(best, test[0])]
