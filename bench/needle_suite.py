@@ -66,6 +66,10 @@ RECIPES = {
         "--set",
         "train.embed_init=corpus",
     ],
+    "clip-corpus-swap": [
+        *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0", "--set", "train.embed_init=corpus"),
+        *("--set", "train.token_swap=0.15"),
+    ],
     "clip-corpus-frozen": [
         *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0", "--set", "train.embed_init=corpus"),
         *("--set", "train.embed_frozen=true"),

@@ -149,6 +149,10 @@ class TrainConfig(Checked):
     embed_frozen: bool = False
     sentence_dropout: float = ranged(0.0, 0, below=1)  # drop each training sentence with this probability
     token_dropout: float = ranged(0.0, 0, below=1)  # drop each training token with this probability
+    # Replace each training token, with this probability, by one of its SWAP_NEIGHBOURS nearest
+    # tokens in vectors learnt from the training texts (hdc.train.vectors): the same document in
+    # words the corpus uses alike, so that a phrasing training never saw is less of a stranger.
+    token_swap: float = ranged(0.0, 0, below=1)
     ngram_min_df: int = ranged(1, 0)  # n-gram buckets in fewer training documents get no weight
     # The n-gram table's learning rate (plain SGD, on the same schedule as `lr`). Its inputs are
     # L2-normalised TF-IDF weights of a few thousand n-grams, about 0.02 each, hence the size.

@@ -254,3 +254,12 @@ def drop_sentences(inputs: dict[str, torch.Tensor], p: float) -> dict[str, torch
 def drop_tokens(inputs: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
     """Blank each token with probability p (it becomes padding)."""
     return inputs | {"tokens": inputs["tokens"].masked_fill(torch.rand(inputs["tokens"].shape) < p, 0)}
+
+
+def swap_tokens(inputs: dict[str, torch.Tensor], table: torch.Tensor, p: float) -> dict[str, torch.Tensor]:
+    """Replace each token, with probability p, by one of its neighbours in `table` [V, k] (drawn
+    uniformly): a document said in other words that the corpus uses alike."""
+    tokens = inputs["tokens"]
+    swap = (torch.rand(tokens.shape) < p) & (tokens > 0)
+    choice = torch.randint(table.shape[1], tokens.shape)
+    return inputs | {"tokens": torch.where(swap, table[tokens, choice], tokens)}

@@ -15,7 +15,7 @@ from ..config import InferenceConfig
 from ..metrics import scores
 from ..model import HierarchicalClassifier
 from ..schema import ModelInfo, decide, logits_to_probabilities
-from .batches import bag_ngrams, data_epoch, drop_sentences, drop_tokens
+from .batches import bag_ngrams, data_epoch, drop_sentences, drop_tokens, swap_tokens
 
 MONITOR = "val_macro_f1"
 # What checkpointing and early stopping follow: macro-F1, with ties (common once validation is
@@ -35,6 +35,7 @@ class LitClassifier(L.LightningModule):
         self._outputs: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparse_optimizer: torch.optim.Optimizer | None = None
         self._resumed_sparse_state: dict | None = None
+        self.swap_table: torch.Tensor | None = None  # [V, k] token neighbours (train.token_swap); not saved
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.info.multilabel:
@@ -57,6 +58,8 @@ class LitClassifier(L.LightningModule):
             inputs = drop_sentences(inputs, t.sentence_dropout)
         if t.token_dropout:
             inputs = drop_tokens(inputs, t.token_dropout)
+        if t.token_swap:
+            inputs = swap_tokens(inputs, self.swap_table, t.token_swap)
         loss = self._loss(self.model(**bag_ngrams(inputs), select_k=t.select_k or None), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss

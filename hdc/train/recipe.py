@@ -50,7 +50,7 @@ from .plumbing import (
     quiet_lightning,
     resumed_epoch,
 )
-from .vectors import corpus_vectors, load_word_vectors
+from .vectors import SWAP_NEIGHBOURS, corpus_vectors, load_word_vectors, neighbours, token_counts
 
 
 def train(
@@ -151,15 +151,17 @@ def _train(
     if t.class_weight == "balanced":
         weights = class_weights(train_set.targets, len(labels), multilabel)
     module = LitClassifier(info, weights)
-    if vectors is None and t.embed_init == "corpus" and not resume:
+    corpus = None  # token vectors from the training texts, for train.embed_init and train.token_swap
+    if (vectors is None and t.embed_init == "corpus" and not resume) or t.token_swap:
         started = time.perf_counter()
-        vectors = corpus_vectors(
-            train_set.segments, config.model.vocab_size, module.model.embed.embedding_dim, seed=t.seed
-        )
-        print(
-            f"embeddings: learnt from the training texts' co-occurrences ({time.perf_counter() - started:.0f} s)",
-            file=sys.stderr,
-        )
+        V, dim = config.model.vocab_size, module.model.embed.embedding_dim
+        corpus = corpus_vectors(train_set.segments, V, dim, seed=t.seed)
+        print(f"token vectors: learnt from the training texts ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        if t.token_swap:
+            counts = token_counts(train_set.segments, V)
+            module.swap_table = torch.from_numpy(neighbours(corpus, counts, SWAP_NEIGHBOURS))
+        if vectors is None and t.embed_init == "corpus" and not resume:
+            vectors = corpus
     if vectors is not None:
         with torch.no_grad():
             module.model.embed.weight.copy_(torch.from_numpy(vectors))

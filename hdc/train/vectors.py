@@ -98,3 +98,31 @@ def corpus_vectors(segments: list[Segments], vocab_size: int, dim: int, window: 
         vectors[seen] = learnt / learnt.std()
     vectors[0] = 0  # padding
     return vectors
+
+
+SWAP_NEIGHBOURS = 10  # train.token_swap draws a token's replacement from its 10 nearest
+
+
+def neighbours(vectors: np.ndarray, counts: np.ndarray, k: int, min_count: int = 5) -> np.ndarray:
+    """[V, k] int64: each token's k nearest tokens by cosine of `vectors`, among tokens seen at
+    least min_count times (counts [V]: occurrences in the training texts). A token seen fewer
+    times, or padding, has only itself: its vector says too little to pick company by."""
+    V = len(vectors)
+    table = np.repeat(np.arange(V)[:, None], k, 1)
+    common = np.flatnonzero(counts >= min_count)
+    common = common[common > 0]
+    if len(common) <= k:
+        return table
+    unit = vectors[common] / np.linalg.norm(vectors[common], axis=1, keepdims=True).clip(1e-9)
+    for start in range(0, len(common), 2048):  # [2048, N] similarities at a time
+        rows = common[start : start + 2048]
+        similarity = unit[start : start + 2048] @ unit.T
+        similarity[np.arange(len(rows)), np.arange(start, start + len(rows))] = -np.inf  # not itself
+        best = np.argpartition(-similarity, k, axis=1)[:, :k]
+        table[rows] = common[best]
+    return table
+
+
+def token_counts(segments: list[Segments], vocab_size: int) -> np.ndarray:
+    """[vocab_size] occurrences of each token id in the documents."""
+    return np.bincount(np.concatenate([s.tokens[s.tokens > 0] for s in segments]), minlength=vocab_size)

@@ -166,7 +166,7 @@ def test_frozen_corpus_embeddings_are_the_corpus_vectors_after_training(tmp_path
     corpus = ("--set", "train.embed_init=corpus")
     result = run_cli(*tiny_train_args(frozen), *TWO_STEPS, *corpus, "--set", "train.embed_frozen=true")
     assert result.exit_code == 0, result.output
-    assert "embeddings: learnt from the training texts" in result.stderr
+    assert "token vectors: learnt from the training texts" in result.stderr
     assert run_cli(*tiny_train_args(moved), *TWO_STEPS, *corpus).exit_code == 0
 
     model, info = model_from_checkpoint(read_checkpoint(frozen / "checkpoints/last.ckpt"), "last.ckpt")
@@ -181,3 +181,14 @@ def test_frozen_corpus_embeddings_are_the_corpus_vectors_after_training(tmp_path
     assert np.array_equal(model.embed.weight.detach().numpy(), start)
     other, _ = model_from_checkpoint(read_checkpoint(moved / "checkpoints/last.ckpt"), "last.ckpt")
     assert not np.allclose(other.embed.weight.detach().numpy(), start)
+
+
+def test_token_swap_trains_a_different_model_from_the_same_seed(tmp_path):
+    """train.token_swap changes what training sees, so the weights differ from a run without it."""
+    plain, swapped = tmp_path / "plain", tmp_path / "swapped"
+    assert run_cli(*tiny_train_args(plain), *TWO_STEPS).exit_code == 0
+    result = run_cli(*tiny_train_args(swapped), *TWO_STEPS, "--set", "train.token_swap=0.3")
+    assert result.exit_code == 0, result.output
+    assert "token vectors: learnt from the training texts" in result.stderr
+    a, b = (torch.load(p / "checkpoints/last.ckpt", weights_only=True)["state_dict"] for p in (plain, swapped))
+    assert not torch.equal(a["model.head.weight"], b["model.head.weight"])

@@ -38,3 +38,27 @@ def test_cooccurrences_count_pairs_within_the_window_and_never_across_documents(
         expected[b, a] += 1
     assert (counts == expected).all()  # 3 and 4 meet only across the two documents: no count
     assert cooccurrences(_segments([[1, 2, 3]]), vocab_size=5, window=2).toarray()[1, 3] == 1
+
+
+def test_neighbours_are_the_nearest_common_tokens_and_rare_ones_keep_themselves():
+    from hdc.train.vectors import neighbours
+
+    vectors = np.array([[0, 0], [1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [1, 0.01]], np.float32)
+    counts = np.array([0, 9, 9, 9, 9, 1])  # token 5 is rare: neither swapped nor swapped in
+    table = neighbours(vectors, counts, k=1)
+    assert table[:, 0].tolist() == [0, 2, 1, 4, 3, 5]
+
+
+def test_swap_tokens_replaces_about_p_of_the_tokens_with_a_neighbour_and_never_padding():
+    import torch
+
+    from hdc.train.batches import swap_tokens
+
+    torch.manual_seed(0)
+    table = torch.tensor([[0, 0], [7, 8], [7, 8], [7, 8], [7, 8], [7, 8], [7, 8], [7, 7], [8, 8]])
+    tokens = torch.randint(1, 7, (64, 32))
+    tokens[:, 24:] = 0
+    swapped = swap_tokens({"tokens": tokens, "other": tokens}, table, 0.25)["tokens"]
+    changed = swapped != tokens
+    assert not changed[:, 24:].any() and set(swapped[changed].tolist()) == {7, 8}
+    assert 0.2 < changed[:, :24].float().mean() < 0.3
