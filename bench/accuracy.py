@@ -190,12 +190,14 @@ def cmd_hdc(args) -> None:
             )
             result = json.loads(report.stdout)
             summary = json.loads((out / "summary.json").read_text())
+            parts = ablation(out, data)
             runs.append(
                 {
                     "seed": int(seed),
                     "macro_f1": result["macro_f1"],
                     "accuracy": result["accuracy"],
                     "train_s": round(seconds, 1),
+                    "ablation": parts,
                     "fitted": summary.get("fitted_after_training"),
                     # what a choice between variants may look at: validation, after the mix
                     "valid_macro_f1": (summary.get("fitted_after_training") or {}).get(
@@ -215,9 +217,53 @@ def cmd_hdc(args) -> None:
             "accuracy": round(float(acc.mean()), 4),
             "accuracy_spread": round(float(acc.max() - acc.min()), 4),
             "valid_macro_f1": round(float(np.mean([r["valid_macro_f1"] for r in runs])), 4),
+            "ablation": {
+                part: round(float(np.mean([r["ablation"][part] for r in runs])), 4) for part in runs[0]["ablation"]
+            },
             "seeds": runs,
         }
         _store(corpus, {args.name: entry})
+
+
+def ablation(run: Path, data: Path) -> dict:
+    """Test macro-F1 of a trained run's parts: the network alone (its logits, n-gram branch
+    included), the fitted linear classifier alone, and the mix the run chose. Where the mix has no
+    linear classifier, "linear" is one fitted as training would, at the middle C of the grid."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    from hdc.checkpoint import model_from_checkpoint, read_checkpoint
+    from hdc.data import load_examples
+    from hdc.schema import targets
+    from hdc.train.batches import EncodedDocuments
+    from hdc.train.ngram_linear import _logits, fit_linear, ngram_matrix
+
+    model, info = model_from_checkpoint(read_checkpoint(run / "checkpoints" / "best.ckpt"), "best.ckpt")
+    segmenter, max_tokens = info.segmenter(), info.config.data.max_tokens
+
+    def encoded(split: str) -> EncodedDocuments:
+        examples = load_examples(data / f"{split}.jsonl")
+        segments = [segmenter.segment(e.text, max_tokens=max_tokens) for e in examples]
+        return EncodedDocuments(segments, targets((e.labels for e in examples), info.labels, info.multilabel))
+
+    test = encoded("test")
+    deep = float(model.deep_scale)
+    stored = model.ngram_linear.numpy().copy(), model.ngram_linear_bias.numpy().copy()  # scale x the fit, or 0
+    model.set(deep_scale=1.0, temperature=1.0, ngram_linear=torch.zeros_like(model.ngram_linear))
+    network = _logits(model, test)  # the temperature would not change an argmax anyway
+    features = ngram_matrix(test.segments, model.ngram_idf, info.config.model.ngram_tf)
+    weights, bias = stored
+    if not weights.any():
+        train = encoded("train")
+        c = info.config.train.ngram_linear_c[len(info.config.train.ngram_linear_c) // 2]
+        x = ngram_matrix(train.segments, model.ngram_idf, info.config.model.ngram_tf)
+        weights, bias = fit_linear(x, train.targets, len(info.labels), info.multilabel, c)
+    chosen = deep * network + features @ stored[0] + stored[1]
+
+    def f1(z: np.ndarray) -> float:
+        return round(float(f1_score(test.targets, z.argmax(1), average="macro")), 4)
+
+    return {"network": f1(network), "linear": f1(features @ weights + bias), "chosen": f1(chosen)}
 
 
 def main() -> None:
