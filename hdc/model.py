@@ -79,9 +79,9 @@ class EncoderLayer(nn.Module):
     few phrases the sparse path selects. `last_position` gives the CLS slot; `rows` then runs the
     whole layer for the selected sequences only."""
 
-    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
+    def __init__(self, d: int, heads: int, ff_mult: int, dropout: float, export: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.export = heads, export
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
@@ -116,6 +116,10 @@ class EncoderLayer(nn.Module):
     def rows(self, x: Tensor, mask: Tensor, normalised: Tensor, rows: Tensor) -> Tensor:
         """The output [R, L - 1, D] of the sequences `rows` [R] of x at every position but the last
         (which last_position gave), from last_position's normalised input."""
+        if self.export:  # one Gather of the R rows, then a slice of them; x[rows, :-1] exports as
+            # a copy of all N sequences minus their last position, then a GatherND of R of them
+            q, k, v = self._heads(self.qkv(normalised.index_select(0, rows)), 3)
+            return self._finish(x.index_select(0, rows)[:, :-1], q[:, :, :-1], k, v, mask.index_select(0, rows))
         q, k, v = self._heads(self.qkv(normalised[rows]), 3)
         return self._finish(x[rows, :-1], q[:, :, :-1], k, v, mask[rows])
 
@@ -174,7 +178,7 @@ class HierarchicalClassifier(nn.Module):
         self.embed_proj = nn.Linear(embed_dim, D) if embed_dim != D else nn.Identity()
         self.position = nn.Parameter(torch.randn(T, D) * 0.02)
         self.cls = nn.Parameter(torch.randn(D) * 0.02)
-        self.layers = nn.ModuleList(EncoderLayer(D, c.heads, c.ff_mult, c.dropout) for _ in range(c.layers))
+        self.layers = nn.ModuleList(EncoderLayer(D, c.heads, c.ff_mult, c.dropout, export) for _ in range(c.layers))
         self.word_norm = nn.LayerNorm(D)
         self.drop = nn.Dropout(c.dropout)
 
