@@ -116,12 +116,18 @@ class Predictor:
         """Probabilities [N, C] and fusion weights [N, M, K] of head inputs (each a batch of one
         or more, as DocumentState.head_inputs gives), run in as few batches as HEAD_BAG_ENTRIES
         allows."""
+        # Grouped by bag width: a group's bags are padded to its widest, and in input order 43% of
+        # the news test set's padded n-gram entries were padding.
+        order = sorted(range(len(inputs)), key=lambda i: _bag_width(inputs[i]))
         probabilities, fusion = [], []
-        for group in _bag_groups(inputs):
+        for group in _bag_groups([inputs[i] for i in order]):
             logits, weights = self.backend.classify({name: _stack([i[name] for i in group]) for name in group[0]})
             probabilities.append(logits_to_probabilities(logits, self.info.multilabel))
             fusion.append(weights)
-        return np.concatenate(probabilities), np.concatenate(fusion)
+        # back to input order, an input being one or more rows
+        rows = np.cumsum([0] + [len(inputs[i]["dense_sum"]) for i in order])
+        back = np.concatenate([np.arange(rows[k], rows[k + 1]) for k in np.argsort(order)])
+        return np.concatenate(probabilities)[back], np.concatenate(fusion)[back]
 
     def _flush(
         self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int
@@ -167,13 +173,17 @@ class Predictor:
         pending.clear()
 
 
+def _bag_width(inputs: dict[str, np.ndarray]) -> int:
+    return inputs["ngram_ids"].shape[1] if "ngram_ids" in inputs else 0
+
+
 def _bag_groups(inputs: list[dict[str, np.ndarray]]) -> Iterator[list[dict[str, np.ndarray]]]:
     """Consecutive runs of head inputs whose padded n-gram bags (rows x widest bag) stay within
     HEAD_BAG_ENTRIES; without n-grams, one run."""
     group: list[dict[str, np.ndarray]] = []
     rows = width = 0
     for i in inputs:
-        n, w = len(i["dense_sum"]), i["ngram_ids"].shape[1] if "ngram_ids" in i else 0
+        n, w = len(i["dense_sum"]), _bag_width(i)
         if group and (rows + n) * max(width, w) > HEAD_BAG_ENTRIES:
             yield group
             group, rows, width = [], 0, 0
