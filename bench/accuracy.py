@@ -167,21 +167,17 @@ def cmd_hdc(args) -> None:
         runs = []
         for seed in args.seeds.split(","):
             out = OUT / corpus / f"{args.name}-seed{seed}"
-            shutil.rmtree(out, ignore_errors=True)  # this script's own earlier run of the same name
             data = CORPORA / corpus
             start = time.perf_counter()
-            command = [
-                sys.executable,
-                "-m",
-                "hdc.cli",
-                "train",
-                "--train",
-                str(data / "train.jsonl"),
-                "--valid",
-                str(data / "valid.jsonl"),
-            ]
-            subprocess.run([*command, "--out", str(out), "--set", f"train.seed={seed}", *args.extra], check=True)
+            reuse = args.reuse and (out / "summary.json").exists()
+            if not reuse:
+                shutil.rmtree(out, ignore_errors=True)  # this script's own earlier run of the same name
+                train = ["train", "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl")]
+                command = [sys.executable, "-m", "hdc.cli", *train, "--out", str(out), "--set", f"train.seed={seed}"]
+                subprocess.run([*command, *args.extra], check=True)
             seconds = time.perf_counter() - start
+            if reuse:
+                seconds = json.loads((out / "summary.json").read_text())["train_seconds"]  # training alone
             report = subprocess.run(
                 [sys.executable, "-m", "hdc.cli", "evaluate", str(out), str(data / "test.jsonl"), "--json"],
                 capture_output=True,
@@ -275,6 +271,7 @@ def main() -> None:
     h.add_argument("--corpora", required=True)
     h.add_argument("--seeds", default="1,2,3")
     h.add_argument("--name", default="hdc", help="the method's name in results.json")
+    h.add_argument("--reuse", action="store_true", help="score a seed's finished run instead of training it again")
     h.add_argument("extra", nargs="*", help="more hdc train options, after --")
     args = parser.parse_args()
     {"baselines": cmd_baselines, "hdc": cmd_hdc}[args.command](args)
