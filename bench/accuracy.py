@@ -235,10 +235,12 @@ def ablation(run: Path, data: Path) -> dict:
     from hdc.train.ngram_linear import _logits, fit_linear, ngram_matrix
 
     model, info = model_from_checkpoint(read_checkpoint(run / "checkpoints" / "best.ckpt"), "best.ckpt")
-    segmenter, max_tokens = info.segmenter(), info.config.data.max_tokens
+    segmenter = info.segmenter()
 
     def encoded(split: str) -> EncodedDocuments:
         examples = load_examples(data / f"{split}.jsonl")
+        # test documents whole, as `hdc evaluate` reads them; training ones as training cut them
+        max_tokens = info.config.data.max_tokens if split == "train" else None
         segments = [segmenter.segment(e.text, max_tokens=max_tokens) for e in examples]
         return EncodedDocuments(segments, targets((e.labels for e in examples), info.labels, info.multilabel))
 
