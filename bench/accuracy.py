@@ -247,7 +247,8 @@ def ablation(run: Path, data: Path) -> dict:
     test = encoded("test")
     deep = float(model.deep_scale)
     stored = model.ngram_linear.numpy().copy(), model.ngram_linear_bias.numpy().copy()  # scale x the fit, or 0
-    model.set(deep_scale=1.0, temperature=1.0, ngram_linear=torch.zeros_like(model.ngram_linear))
+    zero = {name: torch.zeros_like(getattr(model, name)) for name in ("ngram_linear", "ngram_linear_bias")}
+    model.set(deep_scale=1.0, temperature=1.0, **zero)
     network = _logits(model, test)  # the temperature would not change an argmax anyway
     features = ngram_matrix(test.segments, model.ngram_idf, info.config.model.ngram_tf)
     weights, bias = stored
