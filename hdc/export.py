@@ -261,19 +261,19 @@ def export(
             for q in (None, "int8"):
                 folders.append(_build(model, info, out, opset, q))
             choice = _choose_quantization(*folders, check)
-            work = folders[1] if choice["chosen"] == "int8" else folders[0]
+            quantize = "int8" if choice["chosen"] == "int8" else None
+            work = folders[1] if quantize else folders[0]
         else:
             folders = [_build(model, info, out, opset, quantize)]
             work, choice = folders[0], None
         manifest = json.loads(BundleLayout(work).manifest.read_text(encoding="utf-8"))
-        chosen = json.loads(BundleLayout(work).description.read_text(encoding="utf-8"))["quantize"]
 
         print("export: checking parity with torch", file=sys.stderr)
         settings = InferenceConfig(batch_tokens=4096, block_tokens=1024)  # the longest document in blocks
         reference_model, _ = model_from_checkpoint(checkpoint, checkpoint_path, top_k)
         reference = Predictor(TorchBackend(reference_model), info, str(checkpoint_path), settings)
         difference = parity(reference, load_predictor(work, settings), parity_documents(info))
-        tolerance = PARITY_TOLERANCE[chosen]
+        tolerance = PARITY_TOLERANCE[quantize]
         if difference > tolerance:
             raise HdcError(
                 f"export failed: ONNX and torch disagree (max probability difference {difference:.2e} > {tolerance:.0e})"

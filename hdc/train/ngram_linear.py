@@ -121,8 +121,8 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
             mixed[d, c, scale] = d * logits + scale * (valid_x @ weights + bias)
         scored = [(macro_f1(z), mix) for mix, z in mixed.items()]
         result["valid_macro_f1_after"], (d, c, scale) = choose_mix(result["valid_macro_f1_before"], scored)
-        if c is None:
-            return {"deep_weight": d, "c": None, "scale": 0.0}, result, logits  # ngram_linear stays zero
+        if c is None:  # the network alone: ngram_linear stays zero
+            return {"deep_weight": d, "c": c, "scale": scale}, result, logits
         logits = mixed[d, c, scale]
     else:
         d = t.deep_weights[0]

@@ -151,8 +151,10 @@ def _train(
     if t.class_weight == "balanced":
         weights = class_weights(train_set.targets, len(labels), multilabel)
     module = LitClassifier(info, weights)
-    corpus = None  # token vectors from the training texts, for train.embed_init and train.token_swap
-    if (vectors is None and t.embed_init == "corpus" and not resume) or t.token_swap:
+    # Token vectors from the training texts: the start of the embeddings (train.embed_init, not
+    # on resume: the checkpoint has them) and the neighbours of train.token_swap.
+    corpus_init = vectors is None and t.embed_init == "corpus" and not resume
+    if corpus_init or t.token_swap:
         started = time.perf_counter()
         V, dim = config.model.vocab_size, module.model.embed.embedding_dim
         corpus = corpus_vectors(train_set.segments, V, dim, seed=t.seed)
@@ -160,7 +162,7 @@ def _train(
         if t.token_swap:
             counts = token_counts(train_set.segments, V)
             module.swap_table = torch.from_numpy(neighbours(corpus, counts, SWAP_NEIGHBOURS))
-        if vectors is None and t.embed_init == "corpus" and not resume:
+        if corpus_init:
             vectors = corpus
     if vectors is not None:
         with torch.no_grad():
