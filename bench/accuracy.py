@@ -169,7 +169,7 @@ def cmd_hdc(args) -> None:
             out = OUT / corpus / f"{args.name}-seed{seed}"
             data = CORPORA / corpus
             start = time.perf_counter()
-            reuse = args.reuse and (out / "summary.json").exists()
+            reuse = (args.reuse or args.refit) and (out / "summary.json").exists()
             if not reuse:
                 shutil.rmtree(out, ignore_errors=True)  # this script's own earlier run of the same name
                 train = ["train", "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl")]
@@ -178,6 +178,10 @@ def cmd_hdc(args) -> None:
             seconds = time.perf_counter() - start
             if reuse:
                 seconds = json.loads((out / "summary.json").read_text())["train_seconds"]  # training alone
+            if reuse and args.refit:
+                from hdc.train.recipe import refit
+
+                refit(out, data / "train.jsonl", data / "valid.jsonl")
             report = subprocess.run(
                 [sys.executable, "-m", "hdc.cli", "evaluate", str(out), str(data / "test.jsonl"), "--json"],
                 capture_output=True,
@@ -230,6 +234,7 @@ def ablation(run: Path, data: Path) -> dict:
 
     from hdc.checkpoint import model_from_checkpoint, read_checkpoint
     from hdc.data import load_examples
+    from hdc.model import LOG_TF
     from hdc.schema import targets
     from hdc.train.batches import EncodedDocuments
     from hdc.train.ngram_linear import _logits, fit_linear, ngram_matrix
@@ -250,13 +255,15 @@ def ablation(run: Path, data: Path) -> dict:
     zero = {name: torch.zeros_like(getattr(model, name)) for name in ("ngram_linear", "ngram_linear_bias")}
     model.set(deep_scale=1.0, temperature=1.0, **zero)
     network = _logits(model, test)  # the temperature would not change an argmax anyway
-    features = ngram_matrix(test.segments, model.ngram_idf, info.config.model.ngram_tf)
+    t = info.config.train
+    tf = {log_tf: name for name, log_tf in LOG_TF.items()}[float(model.ngram_linear_log_tf)]
     weights, bias = stored
     if not weights.any():
+        tf, c = t.ngram_linear_tf[0], t.ngram_linear_c[len(t.ngram_linear_c) // 2]
         train = encoded("train")
-        c = info.config.train.ngram_linear_c[len(info.config.train.ngram_linear_c) // 2]
-        x = ngram_matrix(train.segments, model.ngram_idf, info.config.model.ngram_tf)
+        x = ngram_matrix(train.segments, model.ngram_idf, tf)
         weights, bias = fit_linear(x, train.targets, len(info.labels), info.multilabel, c)
+    features = ngram_matrix(test.segments, model.ngram_idf, tf)
     chosen = deep * network + features @ stored[0] + stored[1]
 
     def f1(z: np.ndarray) -> float:
@@ -275,6 +282,7 @@ def main() -> None:
     h.add_argument("--seeds", default="1,2,3")
     h.add_argument("--name", default="hdc", help="the method's name in results.json")
     h.add_argument("--reuse", action="store_true", help="score a seed's finished run instead of training it again")
+    h.add_argument("--refit", action="store_true", help="as --reuse, after fitting the mix again (hdc.train.refit)")
     h.add_argument("extra", nargs="*", help="more hdc train options, after --")
     args = parser.parse_args()
     {"baselines": cmd_baselines, "hdc": cmd_hdc}[args.command](args)

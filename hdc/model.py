@@ -42,13 +42,17 @@ from .schema import NEG
 TIE_MARGIN = 1e-4
 
 
-def ngram_weights(ids: Tensor, counts: Tensor, idf: Tensor, tf: str = "sublinear") -> Tensor:
-    """[B, U] the weight of each n-gram bucket of a bag: TF times IDF, L2-normalised per document,
-    as a TF-IDF SVM weighs its features. TF is 1 + ln(count) ("sublinear") or 1 ("binary"): with
-    raw counts a few frequent n-grams swamp the rest (a TF-IDF SVM on news validation, 0.88
-    macro-F1 with raw counts, 0.94 sublinear)."""
+# An n-gram's term frequency is 1 + log_tf * ln(count): "sublinear" TF or "binary" (1 if present).
+# With raw counts a few frequent n-grams swamp the rest (a TF-IDF SVM on news validation, 0.88
+# macro-F1 with raw counts, 0.94 sublinear).
+LOG_TF = {"sublinear": 1.0, "binary": 0.0}
+
+
+def ngram_weights(ids: Tensor, counts: Tensor, idf: Tensor, log_tf: float | Tensor = 1.0) -> Tensor:
+    """[B, U] the weight of each n-gram bucket of a bag: TF (see LOG_TF) times IDF, L2-normalised
+    per document, as a TF-IDF SVM weighs its features."""
     present = (counts > 0).float()
-    tf_idf = (present if tf == "binary" else (1 + torch.log(counts.clamp_min(1))) * present) * idf[ids]
+    tf_idf = (1 + log_tf * torch.log(counts.clamp_min(1))) * present * idf[ids]
     return tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -210,11 +214,12 @@ class HierarchicalClassifier(nn.Module):
             idf[0] = 0.0
             self.register_buffer("ngram_idf", idf)
             if c.ngram_linear:
-                # A linear classifier on the same weighted bag, fitted to convergence once
-                # training is done (set); its scores add to the logits. Zero until
-                # then, so training never sees it.
+                # A linear classifier on the same bag, fitted to convergence once training is
+                # done (set), with its own TF (chosen on validation); its scores add to the
+                # logits. Zero until then, so training never sees it.
                 self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
                 self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
+                self.register_buffer("ngram_linear_log_tf", torch.tensor(LOG_TF[c.ngram_tf]))
         head_in = D + (c.ngram_dim if c.ngrams else 0)
         self.head = nn.Linear(head_in, num_classes)
 
@@ -224,8 +229,17 @@ class HierarchicalClassifier(nn.Module):
     # dense_scale: how much of the dense path enters the document vector (a curriculum fades it in);
     # deep_scale, temperature: the network's weight beside the n-gram classifier, and the logits'
     # temperature, chosen on validation; ngram_idf: [buckets + 1] IDF weights of the training
-    # split; ngram_linear, ngram_linear_bias: [buckets + 1, C] and [C], the fitted classifier.
-    SET = ("dense_scale", "deep_scale", "temperature", "ngram_idf", "ngram_linear", "ngram_linear_bias")
+    # split; ngram_linear, ngram_linear_bias: [buckets + 1, C] and [C], the fitted classifier, and
+    # ngram_linear_log_tf the TF of its inputs (LOG_TF).
+    SET = (
+        "dense_scale",
+        "deep_scale",
+        "temperature",
+        "ngram_idf",
+        "ngram_linear",
+        "ngram_linear_bias",
+        "ngram_linear_log_tf",
+    )
 
     @torch.no_grad()
     def set(self, **values: float | Tensor) -> None:
@@ -235,10 +249,13 @@ class HierarchicalClassifier(nn.Module):
                 raise KeyError(f"{name} is not one of the set parts: {', '.join(self.SET)}")
             getattr(self, name).copy_(torch.as_tensor(value))
 
-    @staticmethod
-    def upgrade(weights: dict[str, Tensor]) -> dict[str, Tensor]:
-        """A checkpoint's weights with the buffers added since it was written, at their neutral value."""
-        return {name: torch.ones(()) for name in ("deep_scale", "temperature")} | weights
+    def upgrade(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A checkpoint's weights with the buffers added since it was written, at the value that
+        leaves the model as it was (the linear classifier was fitted on the branch's TF)."""
+        added = {name: torch.ones(()) for name in ("deep_scale", "temperature")}
+        if self.config.ngram_linear:
+            added["ngram_linear_log_tf"] = torch.tensor(LOG_TF[self.config.ngram_tf])
+        return added | weights
 
     # ----------------------------------------------------------------------------------------
     # encode: one block of phrases -> mergeable state (+ weights for inspection)
@@ -368,7 +385,8 @@ class HierarchicalClassifier(nn.Module):
         features = self.head_norm(document)
         if c.ngrams:
             ids = state["ngram_ids"]  # [B, U]
-            weights = ngram_weights(ids, state["ngram_counts"], self.ngram_idf, c.ngram_tf)  # [B, U]
+            counts = state["ngram_counts"]
+            weights = ngram_weights(ids, counts, self.ngram_idf, LOG_TF[c.ngram_tf])  # [B, U]
             if self.export:  # exported as Gather, whose table int8 quantization stores as int8
                 rows = nn.functional.embedding(ids, self.ngram_embed.weight)  # [B, U, E]
                 ngrams = torch.einsum("bu,bue->be", weights, rows)
@@ -377,8 +395,9 @@ class HierarchicalClassifier(nn.Module):
             features = torch.cat([features, ngrams], dim=-1)
         logits = self.head(self.drop(features)) * self.deep_scale  # [B, C]
         if c.ngram_linear:  # which the config allows only with the n-gram branch
+            linear_weights = ngram_weights(ids, counts, self.ngram_idf, self.ngram_linear_log_tf)  # [B, U]
             rows = nn.functional.embedding(ids, self.ngram_linear)  # [B, U, C]
-            logits = logits + torch.einsum("bu,buc->bc", weights, rows) + self.ngram_linear_bias
+            logits = logits + torch.einsum("bu,buc->bc", linear_weights, rows) + self.ngram_linear_bias
         return logits / self.temperature, fusion
 
     # ----------------------------------------------------------------------------------------

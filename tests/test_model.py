@@ -4,7 +4,7 @@ from dataclasses import replace
 import torch
 
 from hdc.config import ModelConfig
-from hdc.model import TIE_MARGIN, EncoderLayer, HierarchicalClassifier, masked_softmax, ngram_weights
+from hdc.model import LOG_TF, TIE_MARGIN, EncoderLayer, HierarchicalClassifier, masked_softmax, ngram_weights
 from hdc.text import ngram_bag
 
 CONFIG = ModelConfig(
@@ -169,7 +169,7 @@ def test_ngram_weights_are_l2_normalised_tf_idf():
     sublinear = [1.0, 2 * (1 + math.log(4)), 0.5 * (1 + math.log(2)), 0]
     for tf, expected in (("sublinear", sublinear), ("binary", [1, 2, 0.5, 0])):
         expected = torch.tensor([expected])
-        assert torch.allclose(ngram_weights(ids, counts, idf, tf), expected / expected.norm()), tf
+        assert torch.allclose(ngram_weights(ids, counts, idf, LOG_TF[tf]), expected / expected.norm()), tf
 
 
 def test_ngram_linear_classifier_adds_its_scores_to_the_logits():
@@ -186,6 +186,21 @@ def test_ngram_linear_classifier_adds_its_scores_to_the_logits():
     linear.ngram_linear_bias.copy_(bias)
     weights = ngram_weights(inputs["ngram_ids"], inputs["ngram_counts"], plain.ngram_idf)
     scores = torch.stack([w @ table[i] for w, i in zip(weights, inputs["ngram_ids"])]) + bias
+    assert torch.allclose(linear(**inputs), plain(**inputs) + scores, atol=1e-5)
+
+
+def test_ngram_linear_classifier_weighs_its_inputs_with_its_own_tf():
+    """ngram_linear_log_tf = 0: the classifier sees binary TF while the branch keeps sublinear."""
+    torch.manual_seed(0)
+    plain = HierarchicalClassifier(CONFIG, num_classes=3).eval()
+    torch.manual_seed(0)
+    linear = HierarchicalClassifier(replace(CONFIG, ngram_linear=True), num_classes=3).eval()
+    inputs = batch()
+    assert inputs["ngram_counts"].max() > 1  # else both TFs agree and the test proves nothing
+    table = torch.randn(CONFIG.ngram_buckets + 1, 3)
+    linear.set(ngram_linear=table, ngram_linear_log_tf=LOG_TF["binary"])
+    binary = ngram_weights(inputs["ngram_ids"], inputs["ngram_counts"], plain.ngram_idf, LOG_TF["binary"])
+    scores = torch.stack([w @ table[i] for w, i in zip(binary, inputs["ngram_ids"])])
     assert torch.allclose(linear(**inputs), plain(**inputs) + scores, atol=1e-5)
 
 

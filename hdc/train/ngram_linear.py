@@ -15,7 +15,7 @@ from ..checkpoint import model_from_checkpoint, read_checkpoint, store_weights
 from ..config import InferenceConfig
 from ..io import atomic_open
 from ..metrics import scores
-from ..model import HierarchicalClassifier, ngram_weights
+from ..model import LOG_TF, HierarchicalClassifier, ngram_weights
 from ..schema import ModelInfo, decide, logits_to_probabilities
 from ..text import Segments, ngram_bag
 from .batches import DocumentData, EncodedDocuments, bag_ngrams, collate_examples
@@ -35,11 +35,12 @@ def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.nda
 
 
 def ngram_matrix(segments: list[Segments], idf: torch.Tensor, tf: str):
-    """[N, buckets + 1] scipy CSR: each document's n-gram bag, weighted as the model weighs it."""
+    """[N, buckets + 1] scipy CSR: each document's n-gram bag, weighted as the model weighs it
+    with this TF (a name in LOG_TF)."""
     indptr, indices, values = [0], [], []
     for s in segments:
         ids, counts = ngram_bag(s.ngrams[None])
-        weights = ngram_weights(torch.from_numpy(ids), torch.from_numpy(counts), idf, tf)[0].numpy()
+        weights = ngram_weights(torch.from_numpy(ids), torch.from_numpy(counts), idf, LOG_TF[tf])[0].numpy()
         keep = weights > 0
         indices.append(ids[0, keep])
         values.append(weights[keep])
@@ -56,7 +57,9 @@ def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool
     for j, y in enumerate(columns):
         if len(np.unique(y)) < 2:  # a label on every document or on none: nothing to separate
             continue
-        svm = LinearSVC(C=c, dual=True, max_iter=5000, class_weight="balanced" if balanced else None).fit(features, y)
+        weighting = "balanced" if balanced else None
+        # random_state: liblinear visits the documents in a random order; fixed, so a fit repeats
+        svm = LinearSVC(C=c, dual=True, max_iter=5000, class_weight=weighting, random_state=0).fit(features, y)
         rows = slice(j, j + 1) if multilabel else slice(num_classes - len(svm.coef_), num_classes)
         weights[:, rows], bias[rows] = svm.coef_.T, svm.intercept_
     return weights, bias
@@ -66,14 +69,18 @@ def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInf
     """What is fitted once the network is trained, stored in the checkpoint:
 
     - the n-gram linear classifier (model.ngram_linear), on the training bags. With validation
-      data, every (weight of the network's logits, C, scale) of the config is scored there and
-      the best kept (the first in the config's order on a tie): the data decides the mix, and a
-      network that does not help gets weight 0;
+      data, every (weight of the network's logits, TF, C, scale) of the config is scored there
+      and the best kept (the first in the config's order on a tie): the data decides the mix,
+      and a network that does not help gets weight 0;
     - the temperature of a single-label model's logits, which makes the validation log-loss
       least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
     checkpoint = read_checkpoint(checkpoint_path)
     model, _ = model_from_checkpoint(checkpoint, checkpoint_path)
+    # From the network as training left it, so that fitting a fitted checkpoint again gives the same
+    model.set(deep_scale=1.0, temperature=1.0)
+    if model.config.ngram_linear:
+        model.set(ngram_linear=0.0, ngram_linear_bias=0.0)
     validate = len(data.valid_set) > 0
     logits = _logits(model, data.valid_set) if validate else None  # the network's alone: no linear part yet
     result: dict = {}
@@ -95,17 +102,28 @@ CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a tempera
 
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
-    """Fit the linear classifier, choose (deep weight, C, scale) on validation, set it in the
+    """Fit the linear classifier, choose (deep weight, TF, C, scale) on validation, set it in the
     model; returns the choice (C None and scale 0: no linear classifier), the scores before and
     after, and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     balanced = t.class_weight == "balanced"
-    model.set(ngram_linear=0.0, ngram_linear_bias=0.0)
-    train_x = ngram_matrix(data.train_set.segments, model.ngram_idf, model.config.ngram_tf)
-    candidates = [(d, c, scale) for d in t.deep_weights for c in t.ngram_linear_c for scale in t.ngram_linear_scale]
+    train_x = {tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf in t.ngram_linear_tf}
+    candidates = [
+        (d, tf, c, scale)
+        for d in t.deep_weights
+        for tf in t.ngram_linear_tf
+        for c in t.ngram_linear_c
+        for scale in t.ngram_linear_scale
+    ]
     fits, result = {}, {}
+
+    def fit(tf: str, c: float):
+        if (tf, c) not in fits:
+            fits[tf, c] = fit_linear(train_x[tf], data.train_set.targets, len(labels), multilabel, c, balanced)
+        return fits[tf, c]
+
     if logits is not None and len(candidates) > 1:
-        valid_x = ngram_matrix(data.valid_set.segments, model.ngram_idf, model.config.ngram_tf)
+        valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in t.ngram_linear_tf}
         targets = data.valid_set.targets
 
         def macro_f1(z: np.ndarray) -> float:
@@ -114,25 +132,27 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
 
         result["valid_macro_f1_before"] = macro_f1(logits)
         mixed = {}
-        for d, c, scale in candidates:
-            if c not in fits:
-                fits[c] = fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
-            weights, bias = fits[c]
-            mixed[d, c, scale] = d * logits + scale * (valid_x @ weights + bias)
+        for d, tf, c, scale in candidates:
+            weights, bias = fit(tf, c)
+            mixed[d, tf, c, scale] = d * logits + scale * (valid_x[tf] @ weights + bias)
         scored = [(macro_f1(z), mix) for mix, z in mixed.items()]
-        result["valid_macro_f1_after"], (d, c, scale) = choose_mix(result["valid_macro_f1_before"], scored)
+        result["valid_macro_f1_after"], (d, tf, c, scale) = choose_mix(result["valid_macro_f1_before"], scored)
         if c is None:  # the network alone: ngram_linear stays zero
-            return {"deep_weight": d, "c": c, "scale": scale}, result, logits
-        logits = mixed[d, c, scale]
+            return {"deep_weight": d, "tf": tf, "c": c, "scale": scale}, result, logits
+        logits = mixed[d, tf, c, scale]
     else:
-        d = t.deep_weights[0]
+        d, tf = t.deep_weights[0], t.ngram_linear_tf[0]
         c, scale = t.ngram_linear_c[len(t.ngram_linear_c) // 2], t.ngram_linear_scale[len(t.ngram_linear_scale) // 2]
-    weights, bias = fits.get(c) or fit_linear(train_x, data.train_set.targets, len(labels), multilabel, c, balanced)
-    model.set(ngram_linear=torch.from_numpy(scale * weights), ngram_linear_bias=torch.from_numpy(scale * bias))
-    return {"deep_weight": d, "c": c, "scale": scale}, result, logits
+    weights, bias = fit(tf, c)
+    model.set(
+        ngram_linear=torch.from_numpy(scale * weights),
+        ngram_linear_bias=torch.from_numpy(scale * bias),
+        ngram_linear_log_tf=LOG_TF[tf],
+    )
+    return {"deep_weight": d, "tf": tf, "c": c, "scale": scale}, result, logits
 
 
-NETWORK_ALONE = (1.0, None, 0.0)  # (deep weight, C, scale) of the mix that has no linear classifier
+NETWORK_ALONE = (1.0, None, None, 0.0)  # (deep weight, TF, C, scale) of the mix with no linear classifier
 
 
 def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, tuple]:

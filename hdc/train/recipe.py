@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAv
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .. import __version__
+from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..config import Config, config_to_dict, load_config
 from ..data import Example, check_known_labels, check_trainable, load_examples, split_examples
 from ..errors import HdcError, UsageError
@@ -240,7 +241,7 @@ def _train(
         linear = (
             "no n-gram linear classifier: the network alone scored best"
             if fitted["c"] is None
-            else f"the n-gram linear classifier's (C={fitted['c']:g}) x {fitted['scale']:g}"
+            else f"the n-gram linear classifier's ({fitted['tf']} TF, C={fitted['c']:g}) x {fitted['scale']:g}"
         )
         print(f"mix: the network's logits x {fitted['deep_weight']:g} + {linear}{scored}", file=sys.stderr)
     calibrated = len(data.valid_set) >= CALIBRATION_DOCUMENTS and not multilabel
@@ -250,6 +251,24 @@ def _train(
         else f"temperature: 1, not fitted (it takes {CALIBRATION_DOCUMENTS} validation documents, single-label)",
         file=sys.stderr,
     )
+    write_atomic(run.summary, json.dumps(summary, indent=1))
+    return summary
+
+
+def refit(out: str | Path, train_path: str | Path, valid_path: str | Path) -> dict:
+    """Fit the parts set after training (fit_after_training) again on a finished run in `out`,
+    on the data it was trained on, read as training read it: what a change to that fit gives,
+    without training the network again. Returns the run's summary, with the new fit."""
+    run = RunLayout(Path(out))
+    _, info = model_from_checkpoint(read_checkpoint(run.best), run.best)
+    d, segmenter = info.config.data, info.segmenter()
+
+    def encoded(path: str | Path) -> EncodedDocuments:
+        return _encode(load_examples(path, d.text_column, d.label_column), segmenter, info, d.max_tokens)
+
+    data = DocumentData(encoded(train_path), encoded(valid_path), info.config)
+    summary = json.loads(run.summary.read_text(encoding="utf-8"))
+    summary["fitted_after_training"] = fit_after_training(run.best, data, info)
     write_atomic(run.summary, json.dumps(summary, indent=1))
     return summary
 

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from conftest import ASSETS, TWO_STEPS, run_cli, tiny_train_args
 
+from hdc.model import LOG_TF
+
 
 def test_ngram_idf_ignores_rare_buckets():
     """Buckets in fewer than min_df training documents, and buckets no training document has,
@@ -36,19 +38,21 @@ def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
 
     out = tmp_path / "linear"
     grid = ("--set", "train.ngram_linear_c=[0.5]", "--set", "train.ngram_linear_scale=[2.0]")
-    grid += ("--set", "train.deep_weights=[1.0]")
+    grid += ("--set", "train.deep_weights=[1.0]", "--set", "train.ngram_linear_tf=[sublinear]")
     result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert (fitted["c"], fitted["scale"]) == (0.5, 2.0) and "valid_macro_f1_after" not in fitted  # one candidate
-    assert "the n-gram linear classifier's (C=0.5) x 2" in result.stderr
+    assert "the n-gram linear classifier's (sublinear TF, C=0.5) x 2" in result.stderr
     assert not torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"]["model.ngram_linear"].any()
 
     model, info = model_from_checkpoint(read_checkpoint(out / "checkpoints/best.ckpt"), "best.ckpt")
     examples = load_examples(ASSETS / "tiny_train.jsonl")
     segments = [info.segmenter().segment(e.text, max_tokens=info.config.data.max_tokens) for e in examples]
     features = ngram_matrix(segments, model.ngram_idf, "sublinear")
-    svm = LinearSVC(C=0.5, dual=True, max_iter=5000).fit(features, [info.labels.index(e.label) for e in examples])
+    svm = LinearSVC(C=0.5, dual=True, max_iter=5000, random_state=0).fit(
+        features, [info.labels.index(e.label) for e in examples]
+    )
     assert model.ngram_linear.abs().max() > 0.1
     assert np.allclose(model.ngram_linear.numpy(), 2.0 * svm.coef_.T, atol=1e-5)
     assert np.allclose(model.ngram_linear_bias.numpy(), 2.0 * svm.intercept_, atol=1e-5)
@@ -61,8 +65,27 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     assert result.exit_code == 0, result.output
     chosen = json.loads(result.stdout)["fitted_after_training"]
     assert chosen["c"] in (0.1, 1.0) and chosen["scale"] in (0.5, 4.0) and chosen["deep_weight"] in (0.0, 1.0)
+    assert chosen["tf"] in ("binary", "sublinear")
     assert 0 <= chosen["valid_macro_f1_before"] <= 1 and 0 <= chosen["valid_macro_f1_after"] <= 1
     assert "validation macro-F1" in result.stderr
+    weights = torch.load(out / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+    assert weights["model.ngram_linear_log_tf"].item() == LOG_TF[chosen["tf"]]
+
+
+def test_refitting_a_fitted_run_gives_the_same_fit(tmp_path):
+    """hdc.train.refit starts from the network as training left it, not from the fitted model."""
+    from hdc.train.recipe import refit
+
+    out = tmp_path / "refit"
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true")
+    assert result.exit_code == 0, result.output
+    best = out / "checkpoints/best.ckpt"
+    first = torch.load(best, weights_only=True)["state_dict"]
+    fitted = json.loads(result.stdout)["fitted_after_training"]
+    again = refit(out, ASSETS / "tiny_train.jsonl", ASSETS / "tiny_valid.jsonl")["fitted_after_training"]
+    assert {**again, "seconds": 0} == {**fitted, "seconds": 0}
+    second = torch.load(best, weights_only=True)["state_dict"]
+    assert first.keys() == second.keys() and all(torch.allclose(first[k], second[k]) for k in first)
 
 
 def test_fit_linear_gives_a_column_per_class():
@@ -96,7 +119,7 @@ def test_the_temperature_makes_validation_log_loss_least():
 def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
     from hdc.train.ngram_linear import NETWORK_ALONE, choose_mix
 
-    scored = [(0.5, (1.0, 1.0, 1.0)), (0.7, (0.0, 3.0, 2.0)), (0.7, (1.0, 3.0, 2.0))]
-    assert choose_mix(0.6, scored) == (0.7, (0.0, 3.0, 2.0))  # the first of the best
-    assert choose_mix(0.7, scored) == (0.7, (0.0, 3.0, 2.0))  # a tie keeps the mix
+    scored = [(0.5, (1.0, "binary", 1.0, 1.0)), (0.7, (0.0, "binary", 3.0, 2.0)), (0.7, (1.0, "binary", 3.0, 2.0))]
+    assert choose_mix(0.6, scored) == (0.7, (0.0, "binary", 3.0, 2.0))  # the first of the best
+    assert choose_mix(0.7, scored) == (0.7, (0.0, "binary", 3.0, 2.0))  # a tie keeps the mix
     assert choose_mix(0.8, scored) == (0.8, NETWORK_ALONE)
