@@ -181,7 +181,7 @@ def cmd_hdc(args) -> None:
             if reuse and args.refit:
                 from hdc.train.recipe import refit
 
-                refit(out, data / "train.jsonl", data / "valid.jsonl")
+                refit(out, data / "train.jsonl", data / "valid.jsonl", _fit_defaults())
             report = subprocess.run(
                 [sys.executable, "-m", "hdc.cli", "evaluate", str(out), str(data / "test.jsonl"), "--json"],
                 capture_output=True,
@@ -223,6 +223,14 @@ def cmd_hdc(args) -> None:
             "seeds": runs,
         }
         _store(corpus, {args.name: entry})
+
+
+def _fit_defaults() -> tuple[str, ...]:
+    """--refit: the keys the fit after training reads, at today's defaults, whatever the run had."""
+    from hdc.config import TrainConfig
+
+    keys = ("deep_weights", "ngram_linear_tf", "ngram_linear_c", "ngram_linear_scale")
+    return tuple(f"train.{key}={json.dumps(list(getattr(TrainConfig(), key)))}" for key in keys)
 
 
 def ablation(run: Path, data: Path) -> dict:
@@ -282,7 +290,8 @@ def main() -> None:
     h.add_argument("--seeds", default="1,2,3")
     h.add_argument("--name", default="hdc", help="the method's name in results.json")
     h.add_argument("--reuse", action="store_true", help="score a seed's finished run instead of training it again")
-    h.add_argument("--refit", action="store_true", help="as --reuse, after fitting the mix again (hdc.train.refit)")
+    refit = "as --reuse, after fitting the mix again with today's defaults (hdc.train.refit)"
+    h.add_argument("--refit", action="store_true", help=refit)
     h.add_argument("extra", nargs="*", help="more hdc train options, after --")
     args = parser.parse_args()
     {"baselines": cmd_baselines, "hdc": cmd_hdc}[args.command](args)

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .. import __version__
 from ..checkpoint import model_from_checkpoint, read_checkpoint
-from ..config import Config, config_to_dict, load_config
+from ..config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from ..data import Example, check_known_labels, check_trainable, load_examples, split_examples
 from ..errors import HdcError, UsageError
 from ..io import write_atomic
@@ -255,12 +255,14 @@ def _train(
     return summary
 
 
-def refit(out: str | Path, train_path: str | Path, valid_path: str | Path) -> dict:
+def refit(out: str | Path, train_path: str | Path, valid_path: str | Path, overrides: tuple[str, ...] = ()) -> dict:
     """Fit the parts set after training (fit_after_training) again on a finished run in `out`,
-    on the data it was trained on, read as training read it: what a change to that fit gives,
-    without training the network again. Returns the run's summary, with the new fit."""
+    on the data it was trained on, read as training read it, with the run's config changed by
+    `overrides` (e.g. "train.ngram_linear_c=[1.0]"): what a change to that fit gives, without
+    training the network again. Returns the run's summary, with the new fit and the overrides."""
     run = RunLayout(Path(out))
     _, info = model_from_checkpoint(read_checkpoint(run.best), run.best)
+    info = replace(info, config=config_from_dict(apply_overrides(config_to_dict(info.config), overrides)))
     d, segmenter = info.config.data, info.segmenter()
 
     def encoded(path: str | Path) -> EncodedDocuments:
@@ -269,6 +271,7 @@ def refit(out: str | Path, train_path: str | Path, valid_path: str | Path) -> di
     data = DocumentData(encoded(train_path), encoded(valid_path), info.config)
     summary = json.loads(run.summary.read_text(encoding="utf-8"))
     summary["fitted_after_training"] = fit_after_training(run.best, data, info)
+    summary["refit_overrides"] = list(overrides)
     write_atomic(run.summary, json.dumps(summary, indent=1))
     return summary
 
