@@ -67,13 +67,16 @@ def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool
     return weights, bias
 
 
-def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInfo) -> dict:
+def fit_after_training(
+    checkpoint_path: Path, data: DocumentData, info: ModelInfo, bags: DocumentData | None = None
+) -> dict:
     """What is fitted once the network is trained, stored in the checkpoint:
 
-    - the n-gram linear classifier (model.ngram_linear), on the training bags. With validation
-      data, every (weight of the network's logits, TF, C, scale) of the config is scored there
-      and the best kept (the first in the config's order on a tie): the data decides the mix,
-      and a network that does not help gets weight 0;
+    - the n-gram linear classifier (model.ngram_linear), on the n-gram bags of `bags` (the same
+      documents as `data`, read further: data.fit_max_tokens; default `data`). With validation
+      data, every (weight of the network's logits, TF, C, class weights, scale) of the config is
+      scored there and the best kept (the first in the config's order on a tie): the data
+      decides the mix, and a network that does not help gets weight 0;
     - the temperature of a single-label model's logits, which makes the validation log-loss
       least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
@@ -84,10 +87,12 @@ def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInf
     if model.config.ngram_linear:
         model.set(ngram_linear=0.0, ngram_linear_bias=0.0)
     validate = len(data.valid_set) > 0
-    logits = _logits(model, data.valid_set) if validate else None  # the network's alone: no linear part yet
+    # The network's alone (no linear part yet), on validation documents as training cut them:
+    # the network never read further, and a whole long document would not fit in one batch.
+    logits = _logits(model, data.valid_set) if validate else None
     result: dict = {}
     if model.config.ngram_linear:
-        mix, result, logits = _fit_linear_mix(model, data, info, logits)
+        mix, result, logits = _fit_linear_mix(model, bags or data, info, logits)
         result |= mix
     deep = result.get("deep_weight", 1.0)
     temperature = 1.0
@@ -101,37 +106,40 @@ def fit_after_training(checkpoint_path: Path, data: DocumentData, info: ModelInf
 
 
 CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a temperature by chance
+# Balanced class weights are tried only where some class (multi-label: some label's positives or
+# negatives) has more than this many times the documents of another: closer, they are about 1.
+CLASS_WEIGHT_SPREAD = 2.0
 
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
-    """Fit the linear classifier, choose (deep weight, TF, C, scale) on validation, set it in the
-    model; returns the choice (C None and scale 0: no linear classifier), the scores before and
-    after, and the mixed validation logits."""
+    """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
+    validation, set it in the model; returns the choice (C None and scale 0: no linear
+    classifier), the scores before and after, and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
-    balanced = t.class_weight == "balanced"
+    weightings = [w for w in t.ngram_linear_class_weight if w == "none" or uneven(data.train_set.targets, multilabel)]
     candidates = [
-        (d, tf, c, scale)
+        (d, tf, c, w, scale)
         for d in t.deep_weights
         for tf in t.ngram_linear_tf
         for c in t.ngram_linear_c
+        for w in weightings or [t.class_weight]
         for scale in t.ngram_linear_scale
     ]
     result = {}
     validating = logits is not None and len(candidates) > 1
-    pairs = (
-        {(tf, c) for _, tf, c, _ in candidates} if validating else {(t.ngram_linear_tf[0], _middle(t.ngram_linear_c))}
-    )
-    train_x = {tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf, _ in pairs}
+    fixed = (t.ngram_linear_tf[0], _middle(t.ngram_linear_c), t.class_weight)  # without validation
+    fits_needed = {(tf, c, w) for _, tf, c, w, _ in candidates} if validating else {fixed}
+    train_x = {tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf, _, _ in fits_needed}
 
-    def fit_pair(pair: tuple[str, float]):
-        tf, c = pair
-        return fit_linear(train_x[tf], data.train_set.targets, len(labels), multilabel, c, balanced)
+    def fit(key: tuple[str, float, str]):
+        tf, c, w = key
+        return fit_linear(train_x[tf], data.train_set.targets, len(labels), multilabel, c, w == "balanced")
 
     # liblinear lets go of the GIL, so the fits run side by side (on 20 Newsgroups the fit after
     # training took 312 s with its six fits in a row). Its solver draws from C's one rand(), so
     # fits that overlap can visit documents in other orders: weights agree to about 1e-5.
-    with ThreadPoolExecutor(min(len(pairs), os.cpu_count() or 1)) as pool:
-        fits = dict(zip(pairs, pool.map(fit_pair, pairs)))
+    with ThreadPoolExecutor(min(len(fits_needed), os.cpu_count() or 1)) as pool:
+        fits = dict(zip(fits_needed, pool.map(fit, fits_needed)))
 
     if validating:
         valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in t.ngram_linear_tf}
@@ -143,35 +151,43 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
 
         result["valid_macro_f1_before"] = macro_f1(logits)
         mixed = {}
-        for d, tf, c, scale in candidates:
-            weights, bias = fits[tf, c]
-            mixed[d, tf, c, scale] = d * logits + scale * (valid_x[tf] @ weights + bias)
+        for d, tf, c, w, scale in candidates:
+            weights, bias = fits[tf, c, w]
+            mixed[d, tf, c, w, scale] = d * logits + scale * (valid_x[tf] @ weights + bias)
         scored = [(macro_f1(z), mix) for mix, z in mixed.items()]
-        result["valid_macro_f1_after"], (d, tf, c, scale) = choose_mix(result["valid_macro_f1_before"], scored)
-        if c is None:  # the network alone: ngram_linear stays zero
-            return {"deep_weight": d, "tf": tf, "c": c, "scale": scale}, result, logits
-        logits = mixed[d, tf, c, scale]
+        result["valid_macro_f1_after"], choice = choose_mix(result["valid_macro_f1_before"], scored)
+        if choice[2] is None:  # the network alone: ngram_linear stays zero
+            return dict(zip(MIX_KEYS, choice)), result, logits
+        logits = mixed[choice]
     else:
-        d, tf, c, scale = (
-            t.deep_weights[0],
-            t.ngram_linear_tf[0],
-            _middle(t.ngram_linear_c),
-            _middle(t.ngram_linear_scale),
-        )
-    weights, bias = fits[tf, c]
+        choice = (t.deep_weights[0], *fixed, _middle(t.ngram_linear_scale))
+    d, tf, c, w, scale = choice
+    weights, bias = fits[tf, c, w]
     model.set(
         ngram_linear=torch.from_numpy(scale * weights),
         ngram_linear_bias=torch.from_numpy(scale * bias),
         ngram_linear_log_tf=LOG_TF[tf],
     )
-    return {"deep_weight": d, "tf": tf, "c": c, "scale": scale}, result, logits
+    return dict(zip(MIX_KEYS, choice)), result, logits
+
+
+def uneven(targets: np.ndarray, multilabel: bool) -> bool:
+    """Whether some class has more than CLASS_WEIGHT_SPREAD times the training documents of
+    another; multi-label, whether some label is on or off in that many more documents. Classes
+    with no training documents have nothing to weigh."""
+    if multilabel:
+        columns = [np.array([p, len(targets) - p]) for p in targets.sum(0)]
+    else:
+        columns = [np.bincount(targets)]
+    return any(c[c > 0].max() > CLASS_WEIGHT_SPREAD * c[c > 0].min() for c in columns)
 
 
 def _middle(values: tuple[float, ...]) -> float:
     return values[len(values) // 2]
 
 
-NETWORK_ALONE = (1.0, None, None, 0.0)  # (deep weight, TF, C, scale) of the mix with no linear classifier
+MIX_KEYS = ("deep_weight", "tf", "c", "class_weight", "scale")  # a mix's tuple, as the summary names it
+NETWORK_ALONE = (1.0, None, None, None, 0.0)  # the mix with no linear classifier
 
 
 def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, tuple]:

@@ -18,6 +18,7 @@ epoch's model.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import replace
@@ -168,9 +169,16 @@ def _train(
     if vectors is not None:
         with torch.no_grad():
             module.model.embed.weight.copy_(torch.from_numpy(vectors))
+    # The documents as the linear classifier reads them, fitted after training: further than
+    # training does. The IDF weights come from them too, or what lies past data.max_tokens
+    # would weigh nothing.
+    bags = _read_further(train_examples, valid_examples, data, segmenter, info) if config.model.ngram_linear else data
     if config.model.ngrams:
-        idf = ngram_idf(data.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
+        idf = ngram_idf(bags.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
         module.model.set(ngram_idf=torch.from_numpy(idf))
+        if bags is not data:  # rows of n-grams that training never reads: no step moves them from 0
+            with torch.no_grad():
+                module.model.ngram_embed.weight[ngram_idf(data.train_set.segments, len(idf) - 1) == 0] = 0
 
     # --- Lightning: best checkpoint by validation, last after every epoch, early stopping
     trainer = L.Trainer(
@@ -233,7 +241,7 @@ def _train(
     if not run.best.exists():  # stopped (train.max_steps) before the first validation
         write_atomic(run.summary, json.dumps(summary, indent=1))
         return summary
-    fitted = fit_after_training(run.best, data, info)
+    fitted = fit_after_training(run.best, data, info, bags)
     summary["fitted_after_training"] = fitted
     if config.model.ngram_linear:
         before, after = fitted.get("valid_macro_f1_before"), fitted.get("valid_macro_f1_after")
@@ -241,7 +249,8 @@ def _train(
         linear = (
             "no n-gram linear classifier: the network alone scored best"
             if fitted["c"] is None
-            else f"the n-gram linear classifier's ({fitted['tf']} TF, C={fitted['c']:g}) x {fitted['scale']:g}"
+            else f"the n-gram linear classifier's ({fitted['tf']} TF, C={fitted['c']:g}, "
+            f"class weights {fitted['class_weight']}) x {fitted['scale']:g}"
         )
         print(f"mix: the network's logits x {fitted['deep_weight']:g} + {linear}{scored}", file=sys.stderr)
     calibrated = len(data.valid_set) >= CALIBRATION_DOCUMENTS and not multilabel
@@ -265,12 +274,16 @@ def refit(out: str | Path, train_path: str | Path, valid_path: str | Path, overr
     info = replace(info, config=config_from_dict(apply_overrides(config_to_dict(info.config), overrides)))
     d, segmenter = info.config.data, info.segmenter()
 
-    def encoded(path: str | Path) -> EncodedDocuments:
-        return _encode(load_examples(path, d.text_column, d.label_column), segmenter, info, d.max_tokens)
-
-    data = DocumentData(encoded(train_path), encoded(valid_path), info.config)
+    train_examples, valid_examples = (
+        load_examples(path, d.text_column, d.label_column) for path in (train_path, valid_path)
+    )
+    data = DocumentData(
+        *(_encode(examples, segmenter, info, d.max_tokens) for examples in (train_examples, valid_examples)),
+        info.config,
+    )
+    bags = _read_further(train_examples, valid_examples, data, segmenter, info)
     summary = json.loads(run.summary.read_text(encoding="utf-8"))
-    summary["fitted_after_training"] = fit_after_training(run.best, data, info)
+    summary["fitted_after_training"] = fit_after_training(run.best, data, info, bags)
     summary["refit_overrides"] = list(overrides)
     write_atomic(run.summary, json.dumps(summary, indent=1))
     return summary
@@ -301,6 +314,31 @@ def fit_schedule(config: Config, train_set: EncodedDocuments) -> tuple[Config, s
     ]
     config = replace(config, train=replace(t, step_tokens=step_tokens, warmup_steps=warmup))
     return config, ", ".join(changes)
+
+
+_TEXT = re.compile(r"\S")
+
+
+def _read_further(
+    train: list[Example], valid: list[Example], data: DocumentData, segmenter: Segmenter, info: ModelInfo
+) -> DocumentData:
+    """`data` as the linear classifier reads it: the documents that data.max_tokens cut, read
+    again up to data.fit_max_tokens; the others as they are (read again, 20 Newsgroups' would
+    cost a minute for nothing)."""
+    d = info.config.data
+    if d.fit_max_tokens <= d.max_tokens:
+        return data
+
+    def further(examples: list[Example], encoded: EncodedDocuments) -> EncodedDocuments:
+        segments = [
+            segmenter.segment(e.text, max_tokens=d.fit_max_tokens)
+            if _TEXT.search(e.text, int(s.phrase_spans[-1, 1]))  # text after the last phrase kept
+            else s
+            for e, s in zip(examples, encoded.segments)
+        ]
+        return EncodedDocuments(segments, encoded.targets)
+
+    return DocumentData(further(train, data.train_set), further(valid, data.valid_set), info.config)
 
 
 def _encode(examples: list[Example], segmenter: Segmenter, info: ModelInfo, max_tokens: int) -> EncodedDocuments:

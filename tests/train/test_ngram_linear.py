@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import torch
-from conftest import ASSETS, TWO_STEPS, run_cli, tiny_train_args
+from conftest import ASSETS, TINY, TWO_STEPS, run_cli, tiny_train_args
 
 from hdc.model import LOG_TF
 
@@ -43,7 +43,7 @@ def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert (fitted["c"], fitted["scale"]) == (0.5, 2.0) and "valid_macro_f1_after" not in fitted  # one candidate
-    assert "the n-gram linear classifier's (sublinear TF, C=0.5) x 2" in result.stderr
+    assert "the n-gram linear classifier's (sublinear TF, C=0.5, class weights none) x 2" in result.stderr
     assert not torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"]["model.ngram_linear"].any()
 
     model, info = model_from_checkpoint(read_checkpoint(out / "checkpoints/best.ckpt"), "best.ckpt")
@@ -70,6 +70,40 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     assert "validation macro-F1" in result.stderr
     weights = torch.load(out / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
     assert weights["model.ngram_linear_log_tf"].item() == LOG_TF[chosen["tf"]]
+
+
+def test_balanced_class_weights_are_tried_only_where_classes_are_uneven():
+    from hdc.train.ngram_linear import uneven
+
+    assert not uneven(np.array([0] * 10 + [1] * 8 + [2] * 6), multilabel=False)  # within 2x
+    assert uneven(np.array([0] * 10 + [1] * 8 + [2] * 4), multilabel=False)
+    every = np.ones(20)  # a label on every document has nothing to weigh
+    assert not uneven(np.stack([every, np.arange(20) % 2], 1), multilabel=True)
+    assert uneven(np.stack([every, np.arange(20) % 5 == 0], 1), multilabel=True)  # on in 4 of 20
+
+
+def test_the_linear_classifier_reads_training_documents_past_max_tokens(tmp_path):
+    """data.max_tokens cuts what the network trains on; the linear classifier reads on to
+    data.fit_max_tokens. Here only words past the first 12 tokens tell the labels apart."""
+    preamble = "This agreement is made between the parties named below on the date written above. "
+    words = {"red": ("apple", "cherry", "brick"), "blue": ("ocean", "sky", "berry")}
+    for split, n in (("train", 24), ("valid", 8), ("test", 8)):
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                label = ("red", "blue")[i % 2]
+                tail = " ".join(words[label][(i // 2 + j) % 3] for j in range(4))
+                f.write(json.dumps({"text": preamble + f"It names the {tail}.", "label": label}) + "\n")
+
+    def accuracy(out, *extra):
+        train = ("--train", tmp_path / "train.jsonl", "--valid", tmp_path / "valid.jsonl", "--out", out)
+        cut = ("--set", "model.ngram_linear=true", "--set", "data.max_tokens=12", "--set", "train.deep_weights=[0.0]")
+        result = run_cli("train", "--config", TINY, *train, *TWO_STEPS, *cut, *extra)
+        assert result.exit_code == 0, result.output
+        report = run_cli("evaluate", out, tmp_path / "test.jsonl", "--json")
+        return json.loads(report.stdout)["accuracy"]
+
+    assert accuracy(tmp_path / "further") == 1.0
+    assert accuracy(tmp_path / "cut", "--set", "data.fit_max_tokens=12") <= 0.75
 
 
 def test_refitting_a_fitted_run_gives_the_same_fit(tmp_path):
@@ -120,7 +154,8 @@ def test_the_temperature_makes_validation_log_loss_least():
 def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
     from hdc.train.ngram_linear import NETWORK_ALONE, choose_mix
 
-    scored = [(0.5, (1.0, "binary", 1.0, 1.0)), (0.7, (0.0, "binary", 3.0, 2.0)), (0.7, (1.0, "binary", 3.0, 2.0))]
-    assert choose_mix(0.6, scored) == (0.7, (0.0, "binary", 3.0, 2.0))  # the first of the best
-    assert choose_mix(0.7, scored) == (0.7, (0.0, "binary", 3.0, 2.0))  # a tie keeps the mix
+    first, second = (0.0, "binary", 3.0, "none", 2.0), (1.0, "binary", 3.0, "none", 2.0)
+    scored = [(0.5, (1.0, "binary", 1.0, "none", 1.0)), (0.7, first), (0.7, second)]
+    assert choose_mix(0.6, scored) == (0.7, first)  # the first of the best
+    assert choose_mix(0.7, scored) == (0.7, first)  # a tie keeps the mix
     assert choose_mix(0.8, scored) == (0.8, NETWORK_ALONE)
