@@ -31,6 +31,7 @@ from .explain_html import GENERATOR, render_html, render_index
 from .io import check_overwrite, make_parent, write_atomic
 from .predictor import Outcome, Predictor, load_predictor
 from .schema import NEG, VALID, chosen_labels
+from .text import ngram_bag
 
 CONTEXT_CHARS = 160  # characters of context around a phrase or sentence in a summary
 
@@ -115,6 +116,49 @@ def ranked_sentences(outcome: Outcome, shares: np.ndarray) -> list[dict]:
     return sorted(rows.values(), key=lambda row: (-row["evidence"], row["index"]))
 
 
+def label_evidence(outcome: Outcome, predictor: Predictor, labels: list[int], top: int) -> dict[str, list[dict]]:
+    """For each of `labels` (indices), the `top` sentences its logit leans on most through the
+    n-grams: the drop in the label's logit when one sentence's n-grams leave the document's bag,
+    all else kept. One head run per sentence (batched), so it is exact for the n-gram branch and
+    the linear classifier whatever they learnt; the deep paths' evidence is `ranked_sentences`'.
+    Each predicted label of a multi-label document gets its own, which one ranking cannot give.
+    Whole documents only: a streamed one keeps no sentence's n-grams."""
+    segments, inputs = outcome.segments, outcome.state.head_inputs()
+    if segments is None or segments.ngrams is None or "ngram_ids" not in inputs or not labels:
+        return {}
+    ids, counts = inputs["ngram_ids"][0], inputs["ngram_counts"][0]
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(segments.phrase_sentence, np.arange(segments.num_sentences + 1))
+    variants, sentences = [], []
+    for s in range(segments.num_sentences):
+        if bounds[s] == bounds[s + 1]:
+            continue
+        sentence_ids, sentence_counts = ngram_bag(segments.ngrams[bounds[s] : bounds[s + 1]].reshape(1, -1))
+        real = sentence_ids[0] > 0
+        where = order[np.searchsorted(ids, sentence_ids[0, real], sorter=order)]
+        left = counts.copy()
+        left[where] -= sentence_counts[0, real]
+        variants.append(inputs | {"ngram_counts": left[None]})
+        sentences.append(s)
+    if not variants:
+        return {}
+    logits, _ = predictor.run_heads([inputs, *variants])
+    drops = logits[0] - logits[1:]  # [S', C]
+    evidence = {}
+    for label in labels:
+        best = np.argsort(-drops[:, label], kind="stable")[:top]
+        evidence[predictor.labels[label]] = [
+            {
+                "index": sentences[i],
+                "span": [int(x) for x in segments.sentence_spans[sentences[i]]],
+                "drop": float(drops[i, label]),
+            }
+            for i in best
+            if drops[i, label] > 0
+        ]
+    return evidence
+
+
 def explain(outcome: Outcome, predictor: Predictor) -> dict:
     """The JSON-ready explanation of one classified document."""
     labels, multilabel = predictor.labels, predictor.info.multilabel
@@ -175,6 +219,8 @@ def explain(outcome: Outcome, predictor: Predictor) -> dict:
     ]
     result["mode"] = "full"
     result["sentences"] = sorted(sentences, key=lambda row: row["index"])
+    chosen = [predictor.labels.index(label) for label in result["labels"]]
+    result["label_evidence"] = label_evidence(outcome, predictor, chosen, predictor.settings.top_sentences)
     result["phrases"] = phrases
     result["tokens"] = tokens
     result["selected"] = selected
@@ -226,6 +272,9 @@ def summary_text(explanation: dict, text: str | None, top: int, phrases: int) ->
         lines.append(f"  {s['evidence']:.3f}  {_clip(_span_text(s, text))}")
     if len(ranked) > top:
         lines.append(f"  … {explanation['sentences_total'] - top} more (--top)")
+    for label, rows in explanation.get("label_evidence", {}).items():
+        lines.append(f"why {label}, by its n-grams (the logit's drop without the sentence):")
+        lines += [f"  {row['drop']:+.3f}  {_clip(_span_text(row, text))}" for row in rows[:top]]
     lines.append("selected phrases, per query:")
     for query in sorted({s["query"] for s in explanation["selected"]}):
         picks = sorted((s for s in explanation["selected"] if s["query"] == query), key=lambda s: s["rank"])

@@ -114,20 +114,25 @@ class Predictor:
 
     def classify_heads(self, inputs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities [N, C] and fusion weights [N, M, K] of head inputs (each a batch of one
-        or more, as DocumentState.head_inputs gives), run in as few batches as HEAD_BAG_ENTRIES
-        allows."""
+        or more, as DocumentState.head_inputs gives)."""
+        logits, fusion = self.run_heads(inputs)
+        return logits_to_probabilities(logits, self.info.multilabel), fusion
+
+    def run_heads(self, inputs: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [N, C] and fusion weights [N, M, K] of head inputs, run in as few batches as
+        HEAD_BAG_ENTRIES allows."""
         # Grouped by bag width: a group's bags are padded to its widest, and in input order 43% of
         # the news test set's padded n-gram entries were padding.
         order = sorted(range(len(inputs)), key=lambda i: _bag_width(inputs[i]))
-        probabilities, fusion = [], []
+        logits, fusion = [], []
         for group in _bag_groups([inputs[i] for i in order]):
-            logits, weights = self.backend.classify({name: _stack([i[name] for i in group]) for name in group[0]})
-            probabilities.append(logits_to_probabilities(logits, self.info.multilabel))
+            z, weights = self.backend.classify({name: _stack([i[name] for i in group]) for name in group[0]})
+            logits.append(z)
             fusion.append(weights)
         # back to input order, an input being one or more rows
         rows = np.cumsum([0] + [len(inputs[i]["dense_sum"]) for i in order])
         back = np.concatenate([np.arange(rows[k], rows[k + 1]) for k in np.argsort(order)])
-        return np.concatenate(probabilities)[back], np.concatenate(fusion)[back]
+        return np.concatenate(logits)[back], np.concatenate(fusion)[back]
 
     def _flush(
         self, pending: list[tuple[Document, Segments]], batch_tokens: int, weights: bool, keep_sentences: int

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import ASSETS, run_cli
+from conftest import ASSETS, TINY, TWO_STEPS, run_cli
 
 TEXT = (
     "The Rovers won the match after a late goal in the second half. Fans filled the stadium to watch "
@@ -114,6 +114,35 @@ def test_checkpoint_and_bundle_agree(tiny_run, tiny_bundle, document, tmp_path):
     assert np.allclose(a["path_shares"]["queries"], b["path_shares"]["queries"], atol=1e-3)
     for x, y in zip(a["selected"], b["selected"]):
         assert abs(x["score"] - y["score"]) <= 1e-4 and abs(x["fusion"] - y["fusion"]) <= 1e-4
+    assert a["label_evidence"].keys() == b["label_evidence"].keys() == {"sport"}
+    for x, y in zip(a["label_evidence"]["sport"], b["label_evidence"]["sport"]):
+        assert x["span"] == y["span"] and abs(x["drop"] - y["drop"]) <= 1e-3
+
+
+def test_each_predicted_label_leans_on_the_sentence_of_its_own_words(tmp_path):
+    """Multi-label: every label the model gives has its own evidence, first the sentence that
+    holds that label's words, whose n-grams taken out of the bag lower the label's logit."""
+    out = tmp_path / "multi"
+    train = ("--train", ASSETS / "multilabel.jsonl", "--valid", ASSETS / "multilabel.jsonl", "--out", out)
+    linear = ("--set", "model.ngram_linear=true", "--set", "train.deep_weights=[0.0]")
+    result = run_cli("train", "--config", TINY, *train, *TWO_STEPS, *linear)
+    assert result.exit_code == 0, result.output
+    sentences = (
+        "Heavy rain is expected across the north on Saturday.",
+        "Chop the onions finely before frying them for the risotto.",
+        "The report was published on Friday morning.",
+    )
+    path = tmp_path / "two.txt"
+    path.write_text(" ".join(sentences))
+    report = inspect_json(out, path, tmp_path)
+    assert set(report["labels"]) == {"weather", "cooking"} == report["label_evidence"].keys()
+    firsts = {label: rows[0] for label, rows in report["label_evidence"].items()}
+    assert [report["sentences"][firsts[label]["index"]]["span"] for label in ("weather", "cooking")] == [
+        s["span"] for s in report["sentences"][:2]
+    ]
+    assert all(row["drop"] > 0 for row in firsts.values())
+    summary = run_cli("inspect", out, path).stdout
+    assert "why weather, by its n-grams" in summary and "why cooking, by its n-grams" in summary
 
 
 def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
