@@ -116,6 +116,10 @@ def render_html(explanation: dict, text: str | None) -> str:
         explanation,
         [(f"s{s['index']}", span(s), s) for s in ranked],
         [(f"s{sentence_of[picks[i]['phrase']]}", span(picks[i]), picks[i]) for i in _by_rank(picks)],
+        {
+            label: [(f"s{row['index']}", span(row), row) for row in rows]
+            for label, rows in explanation.get("label_evidence", {}).items()
+        },
     )
     heat = WordHeat(explanation)
     return _page(name, head + _levels(explanation, text, heat) + why + _full_body(explanation, text, heat))
@@ -125,10 +129,15 @@ PLAIN_BELOW = 0.02  # a sentence with less evidence than this share of the top s
 WHY_SENTENCES = 5  # the sentences the "why" panel ranks
 
 
-def _why(explanation: dict, sentences: list[tuple[str, str, dict]], picks: list[tuple[str, str, dict]]) -> str:
+def _why(
+    explanation: dict,
+    sentences: list[tuple[str, str, dict]],
+    picks: list[tuple[str, str, dict]],
+    by_label: dict[str, list[tuple[str, str, dict]]] | None = None,
+) -> str:
     """The ranked answer to "why this label", at the top of the page: the sentences with the most
-    evidence and the phrases the queries selected, best first, each (anchor, text, its entry) a
-    link to its place on the page."""
+    evidence and the phrases the queries selected, best first, then each label's own sentences
+    (`label_evidence`); each (anchor, text, its entry) a link to its place on the page."""
     label = ", ".join(explanation["labels"]) or "(no label)"
     ranked = "".join(
         f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
@@ -139,10 +148,22 @@ def _why(explanation: dict, sentences: list[tuple[str, str, dict]], picks: list[
         f"rank {s['rank']}, weight {s['fusion']:.3f}</span></li>"
         for anchor, text, s in picks[:WHY_SENTENCES]
     )
+    labels = "".join(
+        f"<h3>{html.escape(name)}</h3><ol>"
+        + "".join(
+            f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">drop {row["drop"]:+.3f}</span></li>'
+            for anchor, text, row in rows[:WHY_SENTENCES]
+        )
+        + "</ol>"
+        for name, rows in (by_label or {}).items()
+        if rows
+    )
+    if labels:
+        labels = "<p>Each label's own sentences, by its n-grams (its logit's drop without the sentence):</p>" + labels
     return (
         f'<section class="why"><h2>Why “{html.escape(label)}”</h2>'
         f"<p>The sentences with the most evidence, best first:</p><ol>{ranked}</ol>"
-        f"<p>The phrases the sparse path selected:</p><ol>{selected}</ol></section>"
+        f"<p>The phrases the sparse path selected:</p><ol>{selected}</ol>{labels}</section>"
     )
 
 

@@ -143,6 +143,10 @@ def test_each_predicted_label_leans_on_the_sentence_of_its_own_words(tmp_path):
     assert all(row["drop"] > 0 for row in firsts.values())
     summary = run_cli("inspect", out, path).stdout
     assert "why weather, by its n-grams" in summary and "why cooking, by its n-grams" in summary
+    page = tmp_path / "two.html"
+    assert run_cli("inspect", out, path, "--html", page).exit_code == 0
+    for label in ("weather", "cooking"):  # a list of its own, first a link to its sentence
+        assert f'<h3>{label}</h3><ol><li><a href="#s{firsts[label]["index"]}">' in page.read_text()
 
 
 def test_streamed_document_gets_a_summary(tiny_bundle, tmp_path):
