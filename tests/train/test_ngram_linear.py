@@ -82,6 +82,18 @@ def test_balanced_class_weights_are_tried_only_where_classes_are_uneven():
     assert uneven(np.stack([every, np.arange(20) % 5 == 0], 1), multilabel=True)  # on in 4 of 20
 
 
+def test_without_validation_the_linear_classifier_takes_the_middle_of_its_grids(tmp_path):
+    """No validation to choose on: the first TF, the middle C and scale, and the class weights
+    of train.class_weight."""
+    out = tmp_path / "all"
+    args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out, *TWO_STEPS)
+    linear = ("--set", "model.ngram_linear=true", "--set", "train.deep_weights=[1.0]")
+    result = run_cli(*args, *linear, "--set", "data.valid_fraction=0", "--set", "train.class_weight=balanced")
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)["fitted_after_training"]
+    assert (fitted["tf"], fitted["c"], fitted["class_weight"], fitted["scale"]) == ("binary", 3.0, "balanced", 4.0)
+
+
 def test_the_linear_classifier_reads_training_documents_past_max_tokens(tmp_path):
     """data.max_tokens cuts what the network trains on; the linear classifier reads on to
     data.fit_max_tokens. Here only words past the first 12 tokens tell the labels apart."""
