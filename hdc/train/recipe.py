@@ -176,7 +176,7 @@ def _train(
     if config.model.ngrams:
         idf = ngram_idf(bags.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
         module.model.set(ngram_idf=torch.from_numpy(idf))
-        if bags is not data:  # rows of n-grams that training never reads: no step moves them from 0
+        if bags is not data:  # some documents read further: rows of n-grams that training never reads stay 0
             with torch.no_grad():
                 module.model.ngram_embed.weight[ngram_idf(data.train_set.segments, len(idf) - 1) == 0] = 0
 
@@ -324,21 +324,32 @@ def _read_further(
 ) -> DocumentData:
     """`data` as the linear classifier reads it: the documents that data.max_tokens cut, read
     again up to data.fit_max_tokens; the others as they are (read again, 20 Newsgroups' would
-    cost a minute for nothing)."""
+    cost a minute for nothing). `data` itself where no document was cut."""
     d = info.config.data
     if d.fit_max_tokens <= d.max_tokens:
         return data
 
-    def further(examples: list[Example], encoded: EncodedDocuments) -> EncodedDocuments:
-        segments = [
-            segmenter.segment(e.text, max_tokens=d.fit_max_tokens)
-            if _TEXT.search(e.text, int(s.phrase_spans[-1, 1]))  # text after the last phrase kept
-            else s
-            for e, s in zip(examples, encoded.segments)
+    def cut(examples: list[Example], encoded: EncodedDocuments) -> list[int]:
+        # text after the last phrase kept
+        return [
+            i
+            for i, (e, s) in enumerate(zip(examples, encoded.segments))
+            if _TEXT.search(e.text, int(s.phrase_spans[-1, 1]))
         ]
+
+    cut_train, cut_valid = cut(train, data.train_set), cut(valid, data.valid_set)
+    if not cut_train and not cut_valid:
+        return data
+
+    def further(examples: list[Example], encoded: EncodedDocuments, cut: list[int]) -> EncodedDocuments:
+        segments = list(encoded.segments)
+        for i in cut:
+            segments[i] = segmenter.segment(examples[i].text, max_tokens=d.fit_max_tokens)
         return EncodedDocuments(segments, encoded.targets)
 
-    return DocumentData(further(train, data.train_set), further(valid, data.valid_set), info.config)
+    return DocumentData(
+        further(train, data.train_set, cut_train), further(valid, data.valid_set, cut_valid), info.config
+    )
 
 
 def _encode(examples: list[Example], segmenter: Segmenter, info: ModelInfo, max_tokens: int) -> EncodedDocuments:
