@@ -80,7 +80,8 @@ def cmd_baselines(args) -> None:
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import MultiLabelBinarizer
 
-    methods = {m: made for m, made in baselines().items() if not args.methods or m in args.methods.split(",")}
+    wanted = args.methods.split(",") if args.methods else None  # None: all
+    methods = {m: made for m, made in baselines().items() if wanted is None or m in wanted}
     for corpus in args.corpora.split(","):
         (xt, yt), (xv, yv), (xs, ys) = (_read(corpus, s) for s in ("train", "valid", "test"))
         multilabel = isinstance(yt[0], list)
@@ -114,7 +115,7 @@ def cmd_baselines(args) -> None:
             }
             print(f"{corpus:14} {method:9} test {_line(results[method])} {best}", file=sys.stderr)
             _store(corpus, {method: results[method]})  # each as it comes: a slow corpus may be stopped
-        if not multilabel and (not args.methods or "fasttext" in args.methods.split(",")):
+        if not multilabel and (wanted is None or "fasttext" in wanted):
             # (fastText's supervised mode gives one label a line)
             _store(corpus, {"fasttext": _fasttext(corpus, (xt, yt), (xv, yv), (xs, ys))})
 

@@ -139,24 +139,21 @@ def _why(
     evidence and the phrases the queries selected, best first, then each label's own sentences
     (`label_evidence`); each (anchor, text, its entry) a link to its place on the page."""
     label = ", ".join(explanation["labels"]) or "(no label)"
-    ranked = "".join(
-        f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">evidence {s["evidence"]:.3f}</span></li>'
-        for anchor, text, s in sentences[:WHY_SENTENCES]
-    )
-    selected = "".join(
-        f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">query {s["query"] + 1}, '
-        f"rank {s['rank']}, weight {s['fusion']:.3f}</span></li>"
-        for anchor, text, s in picks[:WHY_SENTENCES]
-    )
-    labels = "".join(
-        f"<h3>{html.escape(name)}</h3><ol>"
-        + "".join(
-            f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">drop {row["drop"]:+.3f}</span></li>'
-            for anchor, text, row in rows[:WHY_SENTENCES]
+
+    def items(entries: list[tuple[str, str, dict]], meta) -> str:
+        return "".join(
+            f'<li><a href="#{anchor}">{html.escape(_clip(text))}</a> <span class="meta">{meta(entry)}</span></li>'
+            for anchor, text, entry in entries[:WHY_SENTENCES]
         )
-        + "</ol>"
-        for name, rows in (by_label or {}).items()
-        if rows
+
+    ranked = items(sentences, lambda s: f"evidence {s['evidence']:.3f}")
+    selected = items(picks, lambda s: f"query {s['query'] + 1}, rank {s['rank']}, weight {s['fusion']:.3f}")
+
+    def drop(row: dict) -> str:
+        return f"drop {row['drop']:+.3f}"
+
+    labels = "".join(
+        f"<h3>{html.escape(name)}</h3><ol>{items(rows, drop)}</ol>" for name, rows in (by_label or {}).items() if rows
     )
     if labels:
         labels = "<p>Each label's own sentences, by its n-grams (its logit's drop without the sentence):</p>" + labels
