@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
+from sklearn.model_selection import KFold
 from sklearn.svm import LinearSVC
 
 from ..checkpoint import model_from_checkpoint, read_checkpoint, store_weights
@@ -57,7 +58,8 @@ def fit_linear(features, targets: np.ndarray, num_classes: int, multilabel: bool
     bias = np.zeros(num_classes, np.float32)
     columns = [targets[:, j] for j in range(num_classes)] if multilabel else [targets]
     for j, y in enumerate(columns):
-        if len(np.unique(y)) < 2:  # a label on every document or on none: nothing to separate
+        if len(np.unique(y)) < 2:  # a label on every document or on none: nothing to separate,
+            bias[j] = 1.0 if y[0] else -1.0  # so it is given to every document or to none
             continue
         weighting = "balanced" if balanced else None
         # random_state: liblinear visits the documents in a random order; fixed, so a fit on its own repeats
@@ -76,7 +78,9 @@ def fit_after_training(
       documents as `data`, read further: data.fit_max_tokens; default `data`). With validation
       data, every (weight of the network's logits, TF, C, class weights, scale) of the config is
       scored there and the best kept (the first in the config's order on a tie): the data
-      decides the mix, and a network that does not help gets weight 0;
+      decides the mix, and a network that does not help gets weight 0. Multi-label, each
+      label's threshold on the chosen classifier's scores comes from cross-validation on the
+      training documents (label_thresholds, train.threshold_folds) and is set in its bias;
     - the temperature of a single-label model's logits, which makes the validation log-loss
       least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
@@ -113,8 +117,10 @@ CLASS_WEIGHT_SPREAD = 2.0
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
-    validation, set it in the model; returns the choice (C None and scale 0: no linear
-    classifier), the scores before and after, and the mixed validation logits."""
+    validation, and (multi-label) its labels' thresholds, kept where validation does not score
+    them lower; set it in the model. Returns the choice (C None and scale 0: no linear
+    classifier), the scores before and after (and the thresholds), and the mixed validation
+    logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     weightings = [w for w in t.ngram_linear_class_weight if w == "none" or uneven(data.train_set.targets, multilabel)]
     candidates = [
@@ -158,17 +164,65 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
         result["valid_macro_f1_after"], choice = choose_mix(result["valid_macro_f1_before"], scored)
         if choice[2] is None:  # the network alone: ngram_linear stays zero
             return dict(zip(MIX_KEYS, choice)), result, logits
-        logits = mixed[choice]
+        network, logits = logits, mixed[choice]
     else:
         choice = (t.deep_weights[0], *fixed, _middle(t.ngram_linear_scale))
     d, tf, c, w, scale = choice
     weights, bias = fits[tf, c, w]
+    if multilabel and t.threshold_folds:
+        thresholds = label_thresholds(
+            train_x[tf], data.train_set.targets, c, w == "balanced", t.threshold_folds, t.seed
+        )
+        if validating:
+            shifted = d * network + scale * (valid_x[tf] @ weights + bias - thresholds)
+            if macro_f1(shifted) >= result["valid_macro_f1_after"]:
+                result["valid_macro_f1_after"], logits = macro_f1(shifted), shifted
+            else:
+                thresholds = None
+        if thresholds is not None:
+            bias = bias - thresholds
+            result["thresholds"] = {label: round(float(x), 3) for label, x in zip(labels, thresholds)}
     model.set(
         ngram_linear=torch.from_numpy(scale * weights),
         ngram_linear_bias=torch.from_numpy(scale * bias),
         ngram_linear_log_tf=LOG_TF[tf],
     )
     return dict(zip(MIX_KEYS, choice)), result, logits
+
+
+# Where a label's threshold is sought: a LinearSVC's scores put its margins at -1 and 1.
+THRESHOLD_GRID = np.linspace(-1.0, 1.0, 41)
+
+
+def label_thresholds(features, targets: np.ndarray, c: float, balanced: bool, folds: int, seed: int) -> np.ndarray:
+    """[C] each label's threshold on the multi-label linear classifier's scores: the point of
+    THRESHOLD_GRID where the label's out-of-fold scores (a `folds`-fold cross-validation of
+    fit_linear on these documents) give it the best F1, the middle of several that tie. 0 where
+    the documents are fewer than the folds, and for a label on every document or on none."""
+    n, num_labels = targets.shape
+    if n < folds:
+        return np.zeros(num_labels, np.float32)
+    held_out_scores = np.zeros(targets.shape, np.float32)
+
+    def fold(split: tuple[np.ndarray, np.ndarray]):
+        fitted, held = split
+        weights, bias = fit_linear(features[fitted], targets[fitted], num_labels, True, c, balanced)
+        return held, features[held] @ weights + bias
+
+    splits = KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n))
+    with ThreadPoolExecutor(min(folds, os.cpu_count() or 1)) as pool:
+        for held, scores_ in pool.map(fold, splits):
+            held_out_scores[held] = scores_
+    thresholds = np.zeros(num_labels, np.float32)
+    for j in range(num_labels):
+        positive = targets[:, j].astype(bool)
+        if positive.all() or not positive.any():
+            continue
+        predicted = held_out_scores[:, j, None] >= THRESHOLD_GRID  # [N, G]
+        true_positives = (predicted & positive[:, None]).sum(0)
+        f1 = 2 * true_positives / (positive.sum() + predicted.sum(0))  # [G]
+        thresholds[j] = np.median(THRESHOLD_GRID[f1 >= f1.max() - 1e-9])
+    return thresholds
 
 
 def uneven(targets: np.ndarray, multilabel: bool) -> bool:

@@ -253,6 +253,13 @@ def _train(
             f"class weights {fitted['class_weight']}) x {fitted['scale']:g}"
         )
         print(f"mix: the network's logits x {fitted['deep_weight']:g} + {linear}{scored}", file=sys.stderr)
+        if "thresholds" in fitted:
+            spread = fitted["thresholds"].values()
+            print(
+                f"label thresholds: {min(spread):g} to {max(spread):g} on the linear classifier's scores, "
+                f"by {config.train.threshold_folds}-fold cross-validation on the training split",
+                file=sys.stderr,
+            )
     calibrated = len(data.valid_set) >= CALIBRATION_DOCUMENTS and not multilabel
     print(
         f"temperature: {fitted['temperature']:g}, fitted on validation"

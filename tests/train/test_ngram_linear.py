@@ -72,6 +72,33 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     assert weights["model.ngram_linear_log_tf"].item() == LOG_TF[chosen["tf"]]
 
 
+def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_path):
+    """The same fit with and without thresholds (validation on the training documents, where
+    every choice scores alike, so the thresholds are kept): the summary gives one for each
+    label, and the bias is the plain fit's less them."""
+    from hdc.train.recipe import refit
+
+    out, documents = tmp_path / "ml", ASSETS / "multilabel.jsonl"
+    result = run_cli(
+        "train", "--config", TINY, "--train", documents, "--out", out, *TWO_STEPS, "--set", "model.ngram_linear=true"
+    )
+    assert result.exit_code == 0, result.output
+    assert "label thresholds" in result.stderr
+
+    def bias_after_refit(*overrides: str) -> tuple[dict, torch.Tensor]:
+        fitted = refit(out, documents, documents, overrides)["fitted_after_training"]
+        weights = torch.load(out / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+        return fitted, weights["model.ngram_linear_bias"]
+
+    fitted, bias = bias_after_refit()
+    plain, unshifted = bias_after_refit("train.threshold_folds=0")
+    labels = json.loads((out / "labels.json").read_text())
+    assert sorted(fitted["thresholds"]) == sorted(labels) and "thresholds" not in plain
+    assert fitted["scale"] == plain["scale"] and fitted["c"] == plain["c"]
+    shift = torch.tensor([fitted["thresholds"][label] for label in labels]) * fitted["scale"]
+    assert torch.allclose(bias, unshifted - shift, atol=1e-3)
+
+
 def test_balanced_class_weights_are_tried_only_where_classes_are_uneven():
     from hdc.train.ngram_linear import uneven
 
@@ -137,7 +164,8 @@ def test_refitting_a_fitted_run_gives_the_same_fit(tmp_path):
 
 def test_fit_linear_gives_a_column_per_class():
     """Two classes: scikit-learn's one decision function goes to class 1 (class 0 keeps zeros).
-    Multi-label: one column per label, zeros for a label on every document or on none."""
+    Multi-label: one column per label; a label on every document, or on none, gets zero
+    weights and a bias that gives it to every document, or to none."""
     from scipy.sparse import csr_matrix
 
     from hdc.train.ngram_linear import fit_linear
@@ -147,10 +175,30 @@ def test_fit_linear_gives_a_column_per_class():
     two = (features[:, 0].toarray().ravel() > 0.5).astype(int)
     weights, bias = fit_linear(features, two, 2, multilabel=False, c=1.0)
     assert weights.shape == (6, 2) and not weights[:, 0].any() and bias[0] == 0 and weights[0, 1] > 0
-    labels = np.stack([two, np.ones(40), 1 - two], 1).astype(np.float32)
-    weights, bias = fit_linear(features, labels, 3, multilabel=True, c=1.0)
-    assert not weights[:, 1].any() and bias[1] == 0
+    labels = np.stack([two, np.ones(40), 1 - two, np.zeros(40)], 1).astype(np.float32)
+    weights, bias = fit_linear(features, labels, 4, multilabel=True, c=1.0)
+    assert not weights[:, 1].any() and not weights[:, 3].any() and bias[1] > 0 > bias[3]
     assert weights[0, 0] > 0 > weights[0, 2]
+
+
+def test_label_thresholds_lower_a_rare_labels_threshold_below_zero():
+    """A label on 1 document in 8, whose feature is faint: a LinearSVC's 0 misses most of its
+    documents, so cross-validation puts its threshold below 0; a label on half the documents,
+    cleanly separated, keeps a threshold near 0, and a label on every document keeps 0."""
+    from scipy.sparse import csr_matrix
+
+    from hdc.train.ngram_linear import label_thresholds
+
+    rng = np.random.default_rng(0)
+    n = 400
+    rare = (rng.random(n) < 0.125).astype(np.float32)
+    half = (rng.random(n) < 0.5).astype(np.float32)
+    noise = rng.random((n, 20))
+    features = csr_matrix(np.column_stack([rare * rng.random(n) * 0.3 + noise[:, 0] * 0.3, half, noise]))
+    targets = np.stack([rare, half, np.ones(n, np.float32)], 1)
+    thresholds = label_thresholds(features, targets, c=1.0, balanced=False, folds=4, seed=0)
+    assert thresholds[0] < -0.2 and abs(thresholds[1]) < 0.5 and thresholds[2] == 0
+    assert (label_thresholds(features[:3], targets[:3], 1.0, False, folds=4, seed=0) == 0).all()  # too few
 
 
 def test_the_temperature_makes_validation_log_loss_least():
