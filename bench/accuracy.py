@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
+from common import commit, machine, today, update_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT / "bench" / "out" / "corpora"
@@ -46,12 +46,6 @@ def _read(corpus: str, split: str) -> tuple[list[str], list[str]]:
 
 def _meta() -> dict:
     return {"command": "python bench/accuracy.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()}
-
-
-def _commit() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
 
 
 def baselines() -> dict:
@@ -202,7 +196,7 @@ def _store(corpus: str, results: dict) -> None:
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged |= results
     path.write_text(json.dumps(merged, indent=1))
-    update_results("accuracy", {corpus: merged}, _meta() | {"commit": _commit()}, [f"{corpus}.{m}" for m in results])
+    update_results("accuracy", {corpus: merged}, _meta() | {"commit": commit()}, [f"{corpus}.{m}" for m in results])
 
 
 # A corpus whose train and valid splits are another's: its hdc runs are that corpus's (trained

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: results.json, machine description, peak RSS."""
+"""Helpers shared by the benchmark scripts: results.json, the machine and commit, peak RSS, names-stripped news."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import resource
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +20,13 @@ STRIP = re.compile(
     r"\(CNN\)|/TASS/|chinadaily\.com\.cn|China Daily|Huffington Post|Share this slide:|"
     r"Al Jazeera|ABC News|Learn more|HuffPost|CNN|TASS|BBC|DW|RTE"
 )
+
+
+def commit() -> str:
+    """The commit a figure was measured at: HEAD, short."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
+    ).stdout.strip()
 
 
 def machine() -> str:

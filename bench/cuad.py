@@ -27,7 +27,7 @@ import unicodedata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
+from common import commit, machine, today, update_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "cuad"
@@ -167,7 +167,8 @@ def main() -> None:
         "evidence_hit": hits["evidence_hit"],
         "evidence": hits | {"run": str(args.run)},
     }
-    meta = {"command": "python bench/cuad.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()}
+    command = "python bench/cuad.py " + " ".join(sys.argv[1:])
+    meta = {"command": command, "commit": commit(), "date": today(), "machine": machine()}
     update_results("cuad", methods | {"per_category": categories, "per_category_against": baseline}, meta)
 
 
