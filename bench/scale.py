@@ -3,7 +3,7 @@
     python bench/scale.py [--model runs/news-bundle] [--copies 2]
 
 The corpus is the news test split written out as one file per article (`--copies` times over),
-in bench/out/scale/corpus. Each run is `hdc batch` with single-threaded workers, started fresh;
+in bench/out/scale/corpus-<copies>. Each run is `hdc batch` with single-threaded workers, started fresh;
 the figure is the time Ray Data took to classify and write every shard (the summary's seconds),
 and, beside it, the whole command's wall time, Ray's start-up included. The baseline is
 `hdc predict` in one process with one thread, on the same files.
@@ -27,8 +27,8 @@ OUT = ROOT / "bench" / "out" / "scale"
 
 
 def corpus(copies: int) -> Path:
-    folder = OUT / "corpus"
-    if folder.exists():
+    folder = OUT / f"corpus-{copies}"
+    if folder.exists():  # written whole by an earlier run: its files are only ever these
         return folder
     folder.mkdir(parents=True)
     with open(ROOT / "data" / "news" / "test.jsonl", encoding="utf-8") as f:
