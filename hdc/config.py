@@ -182,10 +182,10 @@ class TrainConfig(Checked):
     # labels of a multi-label corpus: CUAD macro-F1 0.55 -> 0.61. Where every class has about
     # as many documents as the others (within CLASS_WEIGHT_SPREAD), "balanced" is not tried.
     ngram_linear_class_weight: tuple[str, ...] = ("none", "balanced")
-    # Multi-label: each label's decision threshold on the linear classifier's scores, chosen by
-    # this many-fold cross-validation on the training split (the F1 of its out-of-fold scores),
-    # and kept where validation macro-F1 does not fall (0: every threshold at 0). A LinearSVC's
-    # 0 suits a label on half the documents, not one on a tenth: CUAD macro-F1 0.67 -> 0.72.
+    # Multi-label: each label's decision threshold on the linear classifier's scores, and the
+    # classifier's C with them, chosen by this many-fold cross-validation on the training split
+    # (the F1 of the out-of-fold scores), kept where validation macro-F1 does not fall (0: every
+    # threshold at 0). A LinearSVC's 0 suits a label on half the documents, not one on a tenth.
     threshold_folds: int = ranged(5, 0)
     # The weights of the network's logits tried beside the linear classifier, with each (C, scale):
     # 0 leaves the linear classifier alone, where the network does not help on validation.

@@ -79,8 +79,9 @@ def fit_after_training(
       data, every (weight of the network's logits, TF, C, class weights, scale) of the config is
       scored there and the best kept (the first in the config's order on a tie): the data
       decides the mix, and a network that does not help gets weight 0. Multi-label, each
-      label's threshold on the chosen classifier's scores comes from cross-validation on the
-      training documents (label_thresholds, train.threshold_folds) and is set in its bias;
+      label's threshold on the chosen classifier's scores, and its C, come from cross-validation
+      on the training documents (label_thresholds, train.threshold_folds); the thresholds go
+      into its bias;
     - the temperature of a single-label model's logits, which makes the validation log-loss
       least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
@@ -117,8 +118,8 @@ CLASS_WEIGHT_SPREAD = 2.0
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
-    validation, and (multi-label) its labels' thresholds, kept where validation does not score
-    them lower; set it in the model. Returns the choice (C None and scale 0: no linear
+    validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
+    train, kept where validation does not score them lower; set it in the model. Returns the choice (C None and scale 0: no linear
     classifier), the scores before and after (and the thresholds), and the mixed validation
     logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
@@ -170,17 +171,23 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     d, tf, c, w, scale = choice
     weights, bias = fits[tf, c, w]
     if multilabel and t.threshold_folds:
-        thresholds = label_thresholds(
-            train_x[tf], data.train_set.targets, c, w == "balanced", t.threshold_folds, t.seed
+        # C is chosen again with the thresholds, by the same cross-validation: validation chose
+        # it with every threshold at 0, where the C that ranks documents best may not score best.
+        cs = (c, *(x for x in t.ngram_linear_c if x != c))  # validation's C first: it wins a tie
+        cv_c, thresholds = label_thresholds(
+            train_x[tf], data.train_set.targets, cs, w == "balanced", t.threshold_folds, t.seed
         )
+        cv_weights, cv_bias = fits[tf, cv_c, w] if (tf, cv_c, w) in fits else fit((tf, cv_c, w))
+        cv_bias = cv_bias - thresholds
+        keep = True
         if validating:
-            shifted = d * network + scale * (valid_x[tf] @ weights + bias - thresholds)
-            if macro_f1(shifted) >= result["valid_macro_f1_after"]:
+            shifted = d * network + scale * (valid_x[tf] @ cv_weights + cv_bias)
+            keep = macro_f1(shifted) >= result["valid_macro_f1_after"]
+            if keep:
                 result["valid_macro_f1_after"], logits = macro_f1(shifted), shifted
-            else:
-                thresholds = None
-        if thresholds is not None:
-            bias = bias - thresholds
+        if keep:
+            c, weights, bias = cv_c, cv_weights, cv_bias
+            choice = (d, tf, c, w, scale)
             result["thresholds"] = {label: round(float(x), 3) for label, x in zip(labels, thresholds)}
     model.set(
         ngram_linear=torch.from_numpy(scale * weights),
@@ -194,35 +201,45 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
 THRESHOLD_GRID = np.linspace(-1.0, 1.0, 41)
 
 
-def label_thresholds(features, targets: np.ndarray, c: float, balanced: bool, folds: int, seed: int) -> np.ndarray:
-    """[C] each label's threshold on the multi-label linear classifier's scores: the point of
-    THRESHOLD_GRID where the label's out-of-fold scores (a `folds`-fold cross-validation of
-    fit_linear on these documents) give it the best F1, the middle of several that tie. 0 where
-    the documents are fewer than the folds, and for a label on every document or on none."""
+def label_thresholds(
+    features, targets: np.ndarray, cs: tuple[float, ...], balanced: bool, folds: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """The C of `cs` and [L] each label's threshold on the multi-label linear classifier's
+    scores that score best by a `folds`-fold cross-validation of fit_linear on these documents:
+    for each C, each label's threshold is the point of THRESHOLD_GRID where its out-of-fold
+    scores give it the best F1 (the middle of several that tie), and the C kept is the one whose
+    mean of those F1s is highest (the first on a tie). Thresholds 0 for a label on every
+    document or on none; (cs[0], all 0) where the documents are fewer than the folds."""
     n, num_labels = targets.shape
     if n < folds:
-        return np.zeros(num_labels, np.float32)
-    held_out_scores = np.zeros(targets.shape, np.float32)
+        return cs[0], np.zeros(num_labels, np.float32)
+    splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
 
-    def fold(split: tuple[np.ndarray, np.ndarray]):
-        fitted, held = split
+    def fold(task: tuple[float, np.ndarray, np.ndarray]):
+        c, fitted, held = task
         weights, bias = fit_linear(features[fitted], targets[fitted], num_labels, True, c, balanced)
-        return held, features[held] @ weights + bias
+        return c, held, features[held] @ weights + bias
 
-    splits = KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n))
-    with ThreadPoolExecutor(min(folds, os.cpu_count() or 1)) as pool:
-        for held, scores_ in pool.map(fold, splits):
-            held_out_scores[held] = scores_
-    thresholds = np.zeros(num_labels, np.float32)
-    for j in range(num_labels):
-        positive = targets[:, j].astype(bool)
-        if positive.all() or not positive.any():
-            continue
-        predicted = held_out_scores[:, j, None] >= THRESHOLD_GRID  # [N, G]
-        true_positives = (predicted & positive[:, None]).sum(0)
-        f1 = 2 * true_positives / (positive.sum() + predicted.sum(0))  # [G]
-        thresholds[j] = np.median(THRESHOLD_GRID[f1 >= f1.max() - 1e-9])
-    return thresholds
+    held_out = {c: np.zeros(targets.shape, np.float32) for c in cs}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for c, held, scores_ in pool.map(fold, [(c, *split) for c in cs for split in splits]):
+            held_out[c][held] = scores_
+    best = None
+    for c in cs:
+        thresholds, f1s = np.zeros(num_labels, np.float32), []
+        for j in range(num_labels):
+            positive = targets[:, j].astype(bool)
+            if positive.all() or not positive.any():
+                continue
+            predicted = held_out[c][:, j, None] >= THRESHOLD_GRID  # [N, G]
+            true_positives = (predicted & positive[:, None]).sum(0)
+            f1 = 2 * true_positives / (positive.sum() + predicted.sum(0))  # [G]
+            thresholds[j] = np.median(THRESHOLD_GRID[f1 >= f1.max() - 1e-9])
+            f1s.append(f1.max())
+        score = float(np.mean(f1s)) if f1s else 0.0
+        if best is None or score > best[0]:
+            best = (score, c, thresholds)
+    return best[1], best[2]
 
 
 def uneven(targets: np.ndarray, multilabel: bool) -> bool:

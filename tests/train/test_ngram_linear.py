@@ -73,9 +73,9 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
 
 
 def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_path):
-    """The same fit with and without thresholds (validation on the training documents, where
-    every choice scores alike, so the thresholds are kept): the summary gives one for each
-    label, and the bias is the plain fit's less them."""
+    """The same fit with and without thresholds, at the C the thresholds were chosen with
+    (validation on the training documents, where every choice scores alike, so the thresholds
+    are kept): the summary gives one for each label, and the bias is the plain fit's less them."""
     from hdc.train.recipe import refit
 
     out, documents = tmp_path / "ml", ASSETS / "multilabel.jsonl"
@@ -91,7 +91,7 @@ def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_
         return fitted, weights["model.ngram_linear_bias"]
 
     fitted, bias = bias_after_refit()
-    plain, unshifted = bias_after_refit("train.threshold_folds=0")
+    plain, unshifted = bias_after_refit("train.threshold_folds=0", f"train.ngram_linear_c=[{fitted['c']}]")
     labels = json.loads((out / "labels.json").read_text())
     assert sorted(fitted["thresholds"]) == sorted(labels) and "thresholds" not in plain
     assert fitted["scale"] == plain["scale"] and fitted["c"] == plain["c"]
@@ -196,9 +196,24 @@ def test_label_thresholds_lower_a_rare_labels_threshold_below_zero():
     noise = rng.random((n, 20))
     features = csr_matrix(np.column_stack([rare * rng.random(n) * 0.3 + noise[:, 0] * 0.3, half, noise]))
     targets = np.stack([rare, half, np.ones(n, np.float32)], 1)
-    thresholds = label_thresholds(features, targets, c=1.0, balanced=False, folds=4, seed=0)
-    assert thresholds[0] < -0.2 and abs(thresholds[1]) < 0.5 and thresholds[2] == 0
-    assert (label_thresholds(features[:3], targets[:3], 1.0, False, folds=4, seed=0) == 0).all()  # too few
+    c, thresholds = label_thresholds(features, targets, (1.0,), balanced=False, folds=4, seed=0)
+    assert c == 1.0 and thresholds[0] < -0.2 and abs(thresholds[1]) < 0.5 and thresholds[2] == 0
+    c, thresholds = label_thresholds(features[:3], targets[:3], (1.0, 3.0), False, folds=4, seed=0)
+    assert c == 1.0 and (thresholds == 0).all()  # fewer documents than folds
+
+
+def test_label_thresholds_keep_the_c_that_cross_validates_best():
+    """C = 1e-4 barely fits at all, so every threshold search on its scores is blind: C = 1,
+    listed second, is kept."""
+    from scipy.sparse import csr_matrix
+
+    from hdc.train.ngram_linear import label_thresholds
+
+    rng = np.random.default_rng(0)
+    features = rng.random((200, 10))
+    targets = (features[:, :2] > 0.6).astype(np.float32)
+    c, _ = label_thresholds(csr_matrix(features), targets, (1e-4, 1.0), balanced=False, folds=4, seed=0)
+    assert c == 1.0
 
 
 def test_the_temperature_makes_validation_log_loss_least():
