@@ -285,7 +285,6 @@ def ablation(run: Path, data: Path) -> dict:
     included), the fitted linear classifier alone, and the mix the run chose. Where the mix has no
     linear classifier, "linear" is one fitted as training would, at the middle C of the grid."""
     import torch
-    from sklearn.metrics import f1_score
 
     from hdc.checkpoint import model_from_checkpoint, read_checkpoint
     from hdc.config import InferenceConfig
@@ -326,7 +325,7 @@ def ablation(run: Path, data: Path) -> dict:
         return decide(logits_to_probabilities(z, info.multilabel), info.multilabel, InferenceConfig().threshold)
 
     def f1(z: np.ndarray) -> float:
-        return round(float(f1_score(test.targets, decided(z), average="macro", zero_division=0)), 4)
+        return round(float(_f1(test.targets, decided(z))), 4)
 
     parts = {"network": f1(network), "linear": f1(features @ weights + bias), "chosen": f1(chosen)}
     return parts, _scored(test.targets, decided(chosen), info.multilabel)

@@ -119,9 +119,9 @@ CLASS_WEIGHT_SPREAD = 2.0
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
     validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
-    train, kept where validation does not score them lower; set it in the model. Returns the choice (C None and scale 0: no linear
-    classifier), the scores before and after (and the thresholds), and the mixed validation
-    logits."""
+    train, kept where validation does not score them lower; set it in the model. Returns the
+    choice (C None and scale 0: no linear classifier), the scores before and after (and the
+    thresholds), and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     weightings = [w for w in t.ngram_linear_class_weight if w == "none" or uneven(data.train_set.targets, multilabel)]
     candidates = [
@@ -182,9 +182,10 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
         keep = True
         if validating:
             shifted = d * network + scale * (valid_x[tf] @ cv_weights + cv_bias)
-            keep = macro_f1(shifted) >= result["valid_macro_f1_after"]
+            shifted_f1 = macro_f1(shifted)
+            keep = shifted_f1 >= result["valid_macro_f1_after"]
             if keep:
-                result["valid_macro_f1_after"], logits = macro_f1(shifted), shifted
+                result["valid_macro_f1_after"], logits = shifted_f1, shifted
         if keep:
             c, weights, bias = cv_c, cv_weights, cv_bias
             choice = (d, tf, c, w, scale)
