@@ -4,8 +4,9 @@ the linear classifier fitted to the n-gram bags once training is done (model.ngr
 from __future__ import annotations
 
 import os
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,8 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     # liblinear lets go of the GIL, so the fits run side by side (on 20 Newsgroups the fit after
     # training took 312 s with its six fits in a row). Its solver draws from C's one rand(), so
     # fits that overlap can visit documents in other orders: weights agree to about 1e-5.
-    with ThreadPoolExecutor(min(len(fits_needed), os.cpu_count() or 1)) as pool:
-        fits = dict(zip(fits_needed, pool.map(fit, fits_needed)))
+    _progress(f"linear classifier: {len(fits_needed)} fits on {len(data.train_set)} training documents")
+    fits = dict(_run_all(fit, sorted(fits_needed, key=str), "linear fit", _describe))
 
     if validating:
         valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in t.ngram_linear_tf}
@@ -222,9 +223,10 @@ def label_thresholds(
         return c, held, features[held] @ weights + bias
 
     held_out = {c: np.zeros(targets.shape, np.float32) for c in cs}
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for c, held, scores_ in pool.map(fold, [(c, *split) for c in cs for split in splits]):
-            held_out[c][held] = scores_
+    tasks = [(c, *split) for c in cs for split in splits]
+    _progress(f"label thresholds: {folds}-fold cross-validation of C {', '.join(f'{c:g}' for c in cs)}")
+    for _, (c, held, scores_) in _run_all(fold, tasks, "cross-validation fit", lambda task: f"C={task[0]:g}"):
+        held_out[c][held] = scores_
     best = None
     for c in cs:
         thresholds, f1s = np.zeros(num_labels, np.float32), []
@@ -241,6 +243,28 @@ def label_thresholds(
         if best is None or score > best[0]:
             best = (score, c, thresholds)
     return best[1], best[2]
+
+
+def _run_all(work, tasks: list, name: str, describe) -> list:
+    """[(task, work(task))] for every task, run on every core (liblinear lets go of the GIL), with
+    a line on stderr as each one ends: on a large corpus the fit after training takes minutes."""
+    start, done = time.perf_counter(), []
+    with ThreadPoolExecutor(min(len(tasks), os.cpu_count() or 1)) as pool:
+        futures = {pool.submit(work, task): task for task in tasks}
+        for future in as_completed(futures):
+            done.append((futures[future], future.result()))
+            task = describe(futures[future])
+            _progress(f"  {name} {len(done)}/{len(tasks)} ({task}) done at {time.perf_counter() - start:.0f} s")
+    return done
+
+
+def _describe(key: tuple[str, float, str]) -> str:
+    tf, c, w = key
+    return f"{tf} TF, C={c:g}, class weights {w}"
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def uneven(targets: np.ndarray, multilabel: bool) -> bool:

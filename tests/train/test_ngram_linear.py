@@ -1,9 +1,11 @@
 """The n-gram branch's fixed parts: IDF weights, and the linear classifier fitted after training."""
 
 import json
+import re
 
 import numpy as np
 import torch
+import yaml
 from conftest import ASSETS, TINY, TWO_STEPS, run_cli, tiny_train_args
 
 from hdc.model import LOG_TF
@@ -69,6 +71,11 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     assert 0 <= chosen["valid_macro_f1_before"] <= 1 and 0 <= chosen["valid_macro_f1_after"] <= 1
     assert "validation macro-F1" in result.stderr
     weights = torch.load(out / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+    # progress: a line as each fit ends, numbered to the number of fits announced
+    announced = int(re.search(r"linear classifier: (\d+) fits", result.stderr).group(1))
+    assert re.findall(r"linear fit (\d+)/(\d+)", result.stderr) == [
+        (str(k), str(announced)) for k in range(1, announced + 1)
+    ]
     assert weights["model.ngram_linear_log_tf"].item() == LOG_TF[chosen["tf"]]
 
 
@@ -84,6 +91,9 @@ def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_
     )
     assert result.exit_code == 0, result.output
     assert "label thresholds" in result.stderr
+    config = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    folds, cs = config["threshold_folds"], config["ngram_linear_c"]
+    assert f"cross-validation fit {folds * len(cs)}/{folds * len(cs)}" in result.stderr
 
     def bias_after_refit(*overrides: str) -> tuple[dict, torch.Tensor]:
         fitted = refit(out, documents, documents, overrides)["fitted_after_training"]
