@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, today, update_results  # noqa: E402
+from common import commit, machine, today, update_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "scale"
@@ -66,7 +66,8 @@ def main() -> None:
     results["speedup_2_over_1"] = round(results["workers_1"]["ray_s"] / results["workers_2"]["ray_s"], 3)
     results["speedup_2_over_1_wall"] = round(results["workers_1"]["wall_s"] / results["workers_2"]["wall_s"], 3)
     print(json.dumps(results, indent=1))
-    meta = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine()}
+    meta = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "commit": commit()}
+    meta |= {"date": today(), "machine": machine()}
     update_results("throughput", {"distributed": results}, meta)
 
 
