@@ -63,8 +63,8 @@ def main() -> None:
         summary = json.loads(stdout)
         results[f"workers_{workers}"] = {"ray_s": summary["seconds"], "wall_s": round(wall, 2)}
         print(f"{workers} worker(s): {summary['seconds']} s in Ray, {wall:.1f} s in all", file=sys.stderr)
-    results["speedup_2_over_1"] = round(results["workers_1"]["ray_s"] / results["workers_2"]["ray_s"], 3)
-    results["speedup_2_over_1_wall"] = round(results["workers_1"]["wall_s"] / results["workers_2"]["wall_s"], 3)
+    results["speedup_2_workers"] = round(results["workers_1"]["ray_s"] / results["workers_2"]["ray_s"], 3)
+    results["speedup_2_workers_wall"] = round(results["workers_1"]["wall_s"] / results["workers_2"]["wall_s"], 3)
     print(json.dumps(results, indent=1))
     meta = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "commit": commit()}
     meta |= {"date": today(), "machine": machine()}
