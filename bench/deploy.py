@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, today, update_results  # noqa: E402
+from common import RESULTS, commit, machine, today, update_results  # noqa: E402
 from needle_data import Generator, filler_pool  # noqa: E402
 
 from hdc.data import Document, load_examples  # noqa: E402
@@ -163,9 +163,10 @@ def main() -> None:
     if args.install_size:
         results["install"] = install_sizes()
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    command = "python bench/deploy.py" + (" --install-size" if args.install_size else "")
-    command += " --news-only" if args.news_only else ""
-    update_results("onnx", results, {"command": command, "date": today(), "machine": machine()})
+    command = "python bench/deploy.py " + " ".join(sys.argv[1:])
+    update_results(
+        "onnx", results, {"command": command.strip(), "commit": commit(), "date": today(), "machine": machine()}
+    )
     print(json.dumps(results, indent=1))
 
 
