@@ -202,8 +202,15 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     """Concatenate along the batch axis, padding axis 1 with 0 where widths differ (n-gram bags)."""
     if arrays[0].ndim < 2:
         return np.concatenate(arrays)
-    width = max(a.shape[1] for a in arrays)
-    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays])
+    # Filled in place: np.pad per array cost 4% of the news test split's prediction time.
+    out = np.zeros(
+        (sum(len(a) for a in arrays), max(a.shape[1] for a in arrays), *arrays[0].shape[2:]), arrays[0].dtype
+    )
+    row = 0
+    for a in arrays:
+        out[row : row + len(a), : a.shape[1]] = a
+        row += len(a)
+    return out
 
 
 def load_predictor(path: str | Path, settings: InferenceConfig = InferenceConfig()) -> Predictor:

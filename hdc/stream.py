@@ -213,23 +213,26 @@ class DocumentState:
     def head_inputs(self) -> dict[str, np.ndarray]:
         """The merged state as a batch of one, for Backend.classify, with the top-K padded to K
         (padding has score NEG and gets no weight) so that documents stack into a batch."""
-        pad = self.top_k - self.top_scores.shape[1]
+        M, k = self.top_scores.shape
+        top_scores = np.full((1, M, self.top_k), NEG, np.float32)
+        top_states = np.zeros((1, M, self.top_k, self.top_states.shape[-1]), np.float32)
+        top_scores[0, :, :k], top_states[0, :, :k] = self.top_scores, self.top_states
         inputs = dict(
             zip(
                 HEAD_STATE,
                 (
                     np.asarray([self.dense_sum], np.float32),
                     self.dense_acc[None].astype(np.float32),
-                    np.pad(self.top_scores, ((0, 0), (0, pad)), constant_values=NEG)[None].astype(np.float32),
-                    np.pad(self.top_states, ((0, 0), (0, pad), (0, 0)))[None].astype(np.float32),
+                    top_scores,
+                    top_states,
                     self.spare_scores[None],
                 ),
             )
         )
         if self.ngram_ids is not None:
-            pad = max(0, 1 - len(self.ngram_ids))  # an empty bag still has one (padding) column
-            ids = np.pad(self.ngram_ids, (0, pad))[None].astype(np.int64)
-            counts = np.pad(self.ngram_counts, (0, pad))[None].astype(np.float32)
+            width = max(1, len(self.ngram_ids))  # an empty bag still has one (padding) column
+            ids, counts = np.zeros((1, width), np.int64), np.zeros((1, width), np.float32)
+            ids[0, : len(self.ngram_ids)], counts[0, : len(self.ngram_counts)] = self.ngram_ids, self.ngram_counts
             inputs |= dict(zip(NGRAM_INPUTS, (ids, counts)))
         return inputs
 
