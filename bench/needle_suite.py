@@ -87,6 +87,9 @@ RECIPES = {
         "configs/needle.yaml",
         *("--set", "train.grad_clip=1.0", "--set", "train.join_tokens=16384", "--set", "train.token_dropout=0.15"),
     ],
+    "clip-smooth": [
+        *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0", "--set", "train.label_smoothing=0.1"),
+    ],
     "default": [],
 }
 _WORD = re.compile(r"\w+")
