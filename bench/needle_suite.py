@@ -94,6 +94,10 @@ RECIPES = {
     # Which of the default's differences from needle.yaml finds deadline's month (RESULTS.md):
     # needle.yaml selecting 8 phrases a query as the default does, and the default without n-grams.
     "clip-select8": ["--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0", "--set", "train.select_k=8"],
+    "clip-ngrams": [  # needle.yaml with the default's n-gram branch inside the network
+        *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0"),
+        *("--set", "model.ngram_orders=[2, 3, 4]", "--set", "model.ngram_word_orders=[1, 2]"),
+    ],
     "default-no-ngrams": [
         *("--set", "model.ngram_orders=[]", "--set", "model.ngram_word_orders=[]", "--set", "model.ngram_linear=false"),
     ],
