@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, today, update_results  # noqa: E402
+from common import commit, machine, peak_rss_mb, today, update_results  # noqa: E402
 from needle_suite_data import HELD_OUT, SUITE, TASKS, Generator, Task, write_split  # noqa: E402
 
 from hdc.text import split_sentences  # noqa: E402
@@ -306,9 +306,7 @@ def cmd_run(args) -> None:
         "command": "python bench/needle_suite.py run " + " ".join(sys.argv[2:]),
         "date": today(),
         "machine": machine(),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
+        "commit": commit(),
     }
     update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
 

@@ -217,15 +217,15 @@ def label_thresholds(
         return cs[0], np.zeros(num_labels, np.float32)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
 
-    def fold(task: tuple[float, np.ndarray, np.ndarray]):
+    def fold(task: tuple[float, np.ndarray, np.ndarray]) -> np.ndarray:
         c, fitted, held = task
         weights, bias = fit_linear(features[fitted], targets[fitted], num_labels, True, c, balanced)
-        return c, held, features[held] @ weights + bias
+        return features[held] @ weights + bias
 
     held_out = {c: np.zeros(targets.shape, np.float32) for c in cs}
     tasks = [(c, *split) for c in cs for split in splits]
     _progress(f"label thresholds: {folds}-fold cross-validation of C {', '.join(f'{c:g}' for c in cs)}")
-    for _, (c, held, scores_) in _run_all(fold, tasks, "cross-validation fit", lambda task: f"C={task[0]:g}"):
+    for (c, _, held), scores_ in _run_all(fold, tasks, "cross-validation fit", lambda task: f"C={task[0]:g}"):
         held_out[c][held] = scores_
     best = None
     for c in cs:
