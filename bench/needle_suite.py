@@ -98,6 +98,7 @@ RECIPES = {
         *("--config", "configs/needle.yaml", "--set", "train.grad_clip=1.0"),
         *("--set", "model.ngram_orders=[2, 3, 4]", "--set", "model.ngram_word_orders=[1, 2]"),
     ],
+    "default-hop": ["--set", "model.hop_queries=2"],  # a second retrieval hop (model.hop_queries)
     "default-no-smooth": ["--set", "train.label_smoothing=0.0"],  # the default with needle.yaml's smoothing
     "default-no-ngrams": [
         *("--set", "model.ngram_orders=[]", "--set", "model.ngram_word_orders=[]", "--set", "model.ngram_linear=false"),

@@ -78,6 +78,9 @@ class ModelConfig(Checked):
     sentence_tokens: int = ranged(256, 1)  # longer sentences are cut into pieces of this many tokens
     queries: int = ranged(2, 1)  # M learned retrieval queries of the sparse path
     top_k: int = ranged(8, 1)  # K phrases selected per query, whatever the document's length
+    # Queries of a second retrieval hop, each conditioned on what the first hop's M queries found
+    # (what a two-sentence fact needs). Exact within one streamed block (hdc.stream): an experiment.
+    hop_queries: int = ranged(0, 0)
     sparse: bool = True  # the HSA path: top-K phrase retrieval
     dense: bool = True  # the HAN path: attention pooling over all sentences
     # The hashed n-gram branch: character n-grams of these orders ([] turns them off), and word

@@ -193,12 +193,17 @@ class HierarchicalClassifier(nn.Module):
         # sparse path (HSA)
         self.landmark = nn.Linear(D, D)
         self.retrieval = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
+        M = c.queries + c.hop_queries  # every query below: the first hop's, then the second's
+        if c.hop_queries:  # the second hop's queries: learned, plus what the first hop found
+            self.hop_retrieval = nn.Parameter(torch.randn(c.hop_queries, D) * 0.02)
+            self.hop_context = nn.Linear(c.queries * D, c.hop_queries * D)
+            nn.init.zeros_(self.hop_context.weight)  # starts as a plain second set of queries
         self.token_kv = nn.Linear(D, 2 * D)
-        self.token_query = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
+        self.token_query = nn.Parameter(torch.randn(M, D) * 0.02)  # [M, D]
         # Fusion re-ranks the K selected phrases by their content too; zero at first, so fusion
         # starts as a softmax of the retrieval scores.
-        self.rerank = nn.Parameter(torch.zeros(c.queries, D))  # [M, D]
-        self.sparse_out = nn.Linear(c.queries * D, D)
+        self.rerank = nn.Parameter(torch.zeros(M, D))  # [M, D]
+        self.sparse_out = nn.Linear(M * D, D)
 
         # document level and head
         self.bypass_norm = nn.LayerNorm(D)
@@ -321,6 +326,40 @@ class HierarchicalClassifier(nn.Module):
         phrase_scores = torch.einsum("bpd,md->bmp", landmarks, self.retrieval) / math.sqrt(D)
         phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
         k = min(select_k or c.top_k, P)
+        finish = (x, mask, normalised, token_mask)
+        found = self._retrieve(phrase_scores, k, self.token_query[: c.queries], *finish)
+        if c.hop_queries:  # the second hop asks with what the first one found
+            weights = torch.softmax(found["top_scores"], -1)[..., None]  # [B, M, k, 1]
+            context = (weights * found["top_states"]).sum(2).flatten(1)  # [B, M * D]
+            queries = self.hop_retrieval + self.hop_context(context).view(B, c.hop_queries, D)
+            hop_scores = torch.einsum("bpd,bmd->bmp", landmarks, queries) / math.sqrt(D)
+            hop_scores = hop_scores.masked_fill(~selectable[:, None, :], NEG)
+            hop = self._retrieve(hop_scores, k, self.token_query[c.queries :], *finish)
+            found = {name: torch.cat([found[name], hop[name]], 1) for name in found}
+            phrase_scores = torch.cat([phrase_scores, hop_scores], 1)
+        state |= found
+
+        return state | {
+            "word_weights": word_weights,
+            "phrase_weights": phrase_weights,
+            "sentence_scores": sentence_scores,
+            "phrase_scores": phrase_scores,
+        }
+
+    def _retrieve(
+        self,
+        phrase_scores: Tensor,
+        k: int,
+        token_query: Tensor,
+        x: Tensor,
+        mask: Tensor,
+        normalised: Tensor,
+        token_mask: Tensor,
+    ) -> dict[str, Tensor]:
+        """The top-k phrases of each query's phrase_scores [B, M, P], and token attention inside
+        each (token_query [M, D]); x, mask, normalised: the last word layer's inputs (encode)."""
+        B, P, T = token_mask.shape
+        M, D = phrase_scores.shape[1], self.config.d_model
         top_scores, top_phrases = phrase_scores.topk(k, dim=-1)  # [B, M, k]
         # the best score left out, NEG if none: see TIE_MARGIN
         spare_scores = phrase_scores.scatter(-1, top_phrases, NEG).amax(-1)  # [B, M]
@@ -328,31 +367,26 @@ class HierarchicalClassifier(nn.Module):
         # R = min(M * k, P) phrases of each document, the selected ones first (a phrase that
         # several queries select runs once): a short document costs no more than running the
         # layer everywhere, and a long one a fraction of it.
-        M, R = c.queries, min(c.queries * k, P)
-        document = torch.arange(B, device=tokens.device)[:, None]  # [B, 1]
+        R = min(M * k, P)
+        document = torch.arange(B, device=x.device)[:, None]  # [B, 1]
         selected = top_phrases.flatten(1)  # [B, M * k]
-        picked = torch.zeros(B, P, device=tokens.device).scatter(1, selected, 1.0)
+        picked = torch.zeros(B, P, device=x.device).scatter(1, selected, 1.0)
         rows = picked.topk(R, dim=-1).indices  # [B, R] every selected phrase, then others up to R
-        row_of = torch.zeros(B, P, dtype=torch.long, device=tokens.device)  # [B, P] where each row ran
-        row_of = row_of.scatter(1, rows, torch.arange(R, device=tokens.device).expand(B, R))
-        ran = self.word_norm(last.rows(x, mask, normalised, (rows + document * P).flatten()))  # [B * R, T, D]
+        row_of = torch.zeros(B, P, dtype=torch.long, device=x.device)  # [B, P] where each row ran
+        row_of = row_of.scatter(1, rows, torch.arange(R, device=x.device).expand(B, R))
+        ran = self.word_norm(
+            self.layers[-1].rows(x, mask, normalised, (rows + document * P).flatten())
+        )  # [B * R, T, D]
         chosen = ran.index_select(0, (torch.gather(row_of, 1, selected) + document * R).flatten()).view(B, M, k, T, D)
         chosen_mask = token_mask.view(B * P, T).index_select(0, (selected + document * P).flatten()).view(B, M, k, T)
         keys, values = self.token_kv(chosen).chunk(2, dim=-1)  # [B, M, k, T, D] each
-        inside = torch.einsum("bmktd,md->bmkt", keys, self.token_query) / math.sqrt(D)
+        inside = torch.einsum("bmktd,md->bmkt", keys, token_query) / math.sqrt(D)
         inside = masked_softmax(inside, chosen_mask)  # [B, M, k, T]
-        state |= {
+        return {
             "top_scores": top_scores,
             "top_phrases": top_phrases,
             "top_states": torch.einsum("bmkt,bmktd->bmkd", inside, values),  # [B, M, k, D]
             "spare_scores": spare_scores,
-        }
-
-        return state | {
-            "word_weights": word_weights,
-            "phrase_weights": phrase_weights,
-            "sentence_scores": sentence_scores,
-            "phrase_scores": phrase_scores,
         }
 
     # ----------------------------------------------------------------------------------------

@@ -83,6 +83,26 @@ def test_shapes_and_attention_sums():
     assert (att.selected[1, :, :2] < 2).all()
 
 
+def test_second_hop_queries_change_with_what_the_first_hop_found():
+    """model.hop_queries: the second hop's phrase scores move when the first hop's selected phrases
+    change, and its queries add their own rows to every per-query output."""
+    torch.manual_seed(0)
+    net = HierarchicalClassifier(replace(CONFIG, hop_queries=1), num_classes=3).eval()
+    torch.nn.init.normal_(net.hop_context.weight)  # trained weights; zero at initialisation
+    inputs = batch()
+    logits, att = net(**inputs, return_attention=True)
+    M = CONFIG.queries + 1
+    assert logits.shape == (2, 3) and att.chunk_scores.shape == (2, M, 5) and att.fusion.shape == (2, M, 3)
+    assert torch.allclose(att.fusion.sum(-1), torch.ones(2, M), atol=1e-5)
+    first = att.selected[0, : CONFIG.queries].flatten()
+    changed = inputs["tokens"].clone()
+    changed[0, first[0]] = torch.randint(1, 50, changed[0, first[0]].shape, generator=torch.Generator().manual_seed(1))
+    unchanged_phrases = [p for p in range(5) if p != first[0]]
+    _, after = net(**(inputs | {"tokens": changed}), return_attention=True)
+    hop_before, hop_after = att.chunk_scores[0, -1, unchanged_phrases], after.chunk_scores[0, -1, unchanged_phrases]
+    assert not torch.allclose(hop_before, hop_after)  # same phrases, scored by a query that moved
+
+
 def test_unselectable_phrases_are_never_selected():
     inputs = batch()
     inputs["selectable"][0, :3] = False
