@@ -44,10 +44,9 @@ from .schema import (
     HEAD_STATE,
     INPUTS,
     NGRAM_INPUTS,
-    STATE,
-    WEIGHTS,
     BundleLayout,
     ModelInfo,
+    block_outputs,
     checkpoint_file,
     chosen_labels,
     head_inputs,
@@ -66,7 +65,7 @@ class BlockGraph(nn.Module):
 
     def forward(self, tokens, phrase_sentence, sentence_phrases, selectable):
         state = self.model.encode(tokens, phrase_sentence, sentence_phrases, selectable)
-        return tuple(state[name] for name in STATE + WEIGHTS)
+        return tuple(state[name] for name in block_outputs(self.model.config.dense_sentences > 0))
 
 
 class HeadGraph(nn.Module):
@@ -113,7 +112,7 @@ def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: i
                 tuple(block_args),
                 bundle.block,
                 input_names=list(INPUTS),
-                output_names=list(STATE + WEIGHTS),
+                output_names=list(block_outputs(c.dense_sentences > 0)),
                 dynamic_shapes=block_shapes,
                 dynamo=True,
                 external_data=False,

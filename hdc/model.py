@@ -313,12 +313,20 @@ class HierarchicalClassifier(nn.Module):
 
         # --- document level, dense: online-softmax statistics of sentence pooling
         sentence_scores = self.sentence_pool(sentences).masked_fill(~sentence_mask, NEG)  # [B, S]
-        dense_max = sentence_scores.max(-1).values  # [B]
-        e = torch.exp(sentence_scores - dense_max[:, None]) * sentence_mask
-        state = {
+        state = {}
+        if c.dense_sentences:  # only the N best sentences; the stream keeps the N best of all blocks
+            N = min(c.dense_sentences, S)
+            dense_scores, best = sentence_scores.topk(N, dim=-1)  # [B, N]
+            dense_states = torch.gather(sentences, 1, best[:, :, None].expand(B, N, D))  # [B, N, D]
+            state = {"dense_top_scores": dense_scores, "dense_top_states": dense_states}
+        else:
+            dense_scores, dense_states = sentence_scores, sentences  # [B, S], [B, S, D]
+        dense_max = dense_scores.max(-1).values  # [B]
+        e = torch.exp(dense_scores - dense_max[:, None]) * (dense_scores > NEG / 2)
+        state |= {
             "dense_max": dense_max,
             "dense_sum": e.sum(-1),  # [B]
-            "dense_acc": torch.einsum("bs,bsd->bd", e, sentences),  # [B, D]
+            "dense_acc": torch.einsum("bs,bsd->bd", e, dense_states),  # [B, D]
         }
 
         # --- document level, sparse: top-K phrases per query, then attention inside each

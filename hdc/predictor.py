@@ -59,6 +59,11 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.info.labels
 
+    def new_state(self, keep_sentences: int = 0) -> DocumentState:
+        """An empty running state of one document, for this model."""
+        dense = self.info.config.model.dense_sentences
+        return DocumentState(top_k=self.top_k, keep_sentences=keep_sentences, dense_sentences=dense)
+
     def run(
         self,
         items: Iterable[Document | BadInput],
@@ -102,7 +107,7 @@ class Predictor:
 
     def _stream(self, item: Document, blocks: Iterable[Segments], keep_sentences: int, progress: bool) -> Outcome:
         meter = Progress(item.name, enabled=progress)
-        state = run_document(self.backend, blocks, self.top_k, keep_sentences, meter)
+        state = run_document(self.backend, blocks, self.new_state(keep_sentences), meter)
         if state.tokens == 0:
             return Outcome(item, error="empty after cleaning: the text has no tokens")
         probabilities, fusion = self._classify([state])
@@ -152,7 +157,7 @@ class Predictor:
             batch = [pending[i][1] for i in order[start:stop]]
             outputs = self.backend.encode(collate(batch))
             for row, i in enumerate(order[start:stop]):
-                state = DocumentState(top_k=self.top_k, keep_sentences=keep_sentences)
+                state = self.new_state(keep_sentences)
                 state.merge(pending[i][1], outputs, row)
                 states[i] = state
                 if weights:

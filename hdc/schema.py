@@ -31,6 +31,15 @@ VALID = NEG / 2  # scores above this are real phrases
 INPUTS = ("tokens", "phrase_sentence", "sentence_phrases", "selectable")
 STATE = ("dense_max", "dense_sum", "dense_acc", "top_scores", "top_phrases", "top_states", "spare_scores")
 WEIGHTS = ("word_weights", "phrase_weights", "sentence_scores", "phrase_scores")
+# With model.dense_sentences, the block's best sentences too: the stream keeps the best of all.
+DENSE_TOP = ("dense_top_scores", "dense_top_states")
+
+
+def block_outputs(dense_top: bool) -> tuple[str, ...]:
+    """The block graph's output names, for a model whose dense path reads every sentence or not."""
+    return STATE + WEIGHTS + (DENSE_TOP if dense_top else ())
+
+
 # The head graph (HierarchicalClassifier.classify): a merged state, and with the n-gram branch a
 # document's distinct n-gram buckets and their counts (padded with 0), in; logits and the fusion
 # weight of each selected phrase out.
@@ -58,8 +67,10 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, raw: dict) -> ModelInfo:
+        # A model saved before model.dense_sentences existed pooled every sentence; it still does.
+        config = raw["config"] | {"model": {"dense_sentences": 0} | (raw["config"].get("model") or {})}
         return cls(
-            config=config_from_dict(raw["config"]),
+            config=config_from_dict(config),
             labels=tuple(raw["labels"]),
             multilabel=bool(raw["multilabel"]),
             tokenizer=raw["tokenizer"],

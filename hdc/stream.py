@@ -73,9 +73,13 @@ class DocumentState:
 
     top_k: int
     keep_sentences: int = 0  # remember this many best sentences (for inspection summaries)
+    dense_sentences: int = 0  # model.dense_sentences: the dense path reads this many (0: all)
     dense_max: float = NEG
     dense_sum: float = 0.0
     dense_acc: np.ndarray | None = None  # [D]
+    # With model.dense_sentences: the N best sentences so far, whose statistics are the three above
+    dense_top_scores: np.ndarray | None = None  # [<= N]
+    dense_top_states: np.ndarray | None = None  # [<= N, D]
     top_scores: np.ndarray | None = None  # [M, K], NEG where empty
     top_states: np.ndarray | None = None  # [M, K, D]
     top_phrases: np.ndarray | None = None  # [M, K] phrase index in the document, -1 where empty
@@ -106,7 +110,10 @@ class DocumentState:
 
     def merge(self, block: Segments, state: dict[str, np.ndarray], b: int = 0) -> None:
         """Fold row b of a block state (from Backend.encode) into the running state."""
-        self._merge_dense(float(state["dense_max"][b]), float(state["dense_sum"][b]), state["dense_acc"][b])
+        if "dense_top_scores" in state:
+            self._merge_dense_top(state["dense_top_scores"][b], state["dense_top_states"][b])
+        else:
+            self._merge_dense(float(state["dense_max"][b]), float(state["dense_sum"][b]), state["dense_acc"][b])
         self._merge_top(
             block,
             state["top_scores"][b],
@@ -132,6 +139,20 @@ class DocumentState:
         self.dense_sum = self.dense_sum * old_scale + s * block_scale
         self.dense_acc = self.dense_acc * old_scale + acc * block_scale
         self.dense_max = new
+
+    def _merge_dense_top(self, scores: np.ndarray, states: np.ndarray) -> None:
+        """Keep the dense_sentences best sentences of all blocks, and their softmax statistics as
+        the model computes them for one block."""
+        if self.dense_top_scores is not None:
+            scores = np.concatenate([self.dense_top_scores, scores])
+            states = np.concatenate([self.dense_top_states, states])
+            keep = np.argsort(-scores, kind="stable")[: self.dense_sentences]
+            scores, states = scores[keep], states[keep]
+        self.dense_top_scores, self.dense_top_states = scores, states
+        real = scores > VALID
+        self.dense_max = float(scores.max()) if len(scores) else NEG
+        e = (np.exp(scores - self.dense_max) * real).astype(np.float32)
+        self.dense_sum, self.dense_acc = float(e.sum()), (e @ states).astype(np.float32)
 
     def _merge_ngrams(self, ngrams: np.ndarray) -> None:
         ids, counts = (a[0] for a in ngram_bag(ngrams[None]))
@@ -237,6 +258,8 @@ class DocumentState:
         return inputs
 
     def sentence_weight(self, score: float) -> float:
+        if self.dense_top_scores is not None and len(self.dense_top_scores) and score < self.dense_top_scores.min():
+            return 0.0  # outside the N sentences the dense path reads
         return float(np.exp(score - self.dense_max) / self.dense_sum) if self.dense_sum > 0 else 0.0
 
 
@@ -259,10 +282,9 @@ class Progress:
 
 
 def run_document(
-    backend: Backend, blocks: Iterable[Segments], top_k: int, keep_sentences: int = 0, progress: Progress | None = None
+    backend: Backend, blocks: Iterable[Segments], state: DocumentState, progress: Progress | None = None
 ) -> DocumentState:
-    """Stream the blocks of one document through `backend.encode` and merge them."""
-    state = DocumentState(top_k=top_k, keep_sentences=keep_sentences)
+    """Stream the blocks of one document through `backend.encode` and merge them into `state`."""
     for block in blocks:
         if block.num_phrases == 0:
             continue

@@ -17,8 +17,10 @@ def texts(assets):
     return [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")]
 
 
-@pytest.fixture(scope="module")
-def setup(texts):
+@pytest.fixture(scope="module", params=[0, 6], ids=["dense-all", "dense-top-6"])
+def setup(texts, request):
+    """A model whose dense path reads every sentence, and one that reads its 6 best
+    (model.dense_sentences): the stream's merge of both must equal one shot."""
     segmenter = Segmenter(
         train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32, ngram_orders=(2, 3), ngram_buckets=512
     )
@@ -33,6 +35,7 @@ def setup(texts):
         ngram_orders=(2, 3),
         ngram_buckets=512,
         ngram_dim=8,
+        dense_sentences=request.param,
     )
     torch.manual_seed(0)
     model = HierarchicalClassifier(config, num_classes=4).eval()
@@ -49,7 +52,9 @@ def one_shot(model, segments: Segments) -> np.ndarray:
 def streamed(model, segmenter, text: str, block_tokens: int, chunk: int = 500) -> tuple[np.ndarray, DocumentState]:
     backend = TorchBackend(model)
     blocks = segmenter.blocks([text[i : i + chunk] for i in range(0, len(text), chunk)], block_tokens)
-    state = run_document(backend, blocks, model.config.top_k)
+    state = run_document(
+        backend, blocks, DocumentState(model.config.top_k, dense_sentences=model.config.dense_sentences)
+    )
     logits, _ = backend.classify(state.head_inputs())
     return logits[0], state
 
@@ -125,7 +130,7 @@ def test_top_k_merge_is_exact_with_ties():
     scores = rng.integers(0, 4, (2, 23)).astype(np.float32)  # many ties
     K = 5
     backend = FakeBackend(scores, K)
-    state = run_document(backend, [block(0, 7), block(7, 1), block(8, 9), block(17, 6)], K)
+    state = run_document(backend, [block(0, 7), block(7, 1), block(8, 9), block(17, 6)], DocumentState(K))
     for m in range(2):
         ranking = sorted(range(23), key=lambda i: (-scores[m, i], i))
         expected = ranking[:K]
@@ -149,7 +154,7 @@ def test_empty_and_padding_blocks_give_no_nan(setup):
     outputs = backend.encode(collate([empty, short]))
     assert all(np.isfinite(v).all() for v in outputs.values())
     assert outputs["dense_sum"][0] == 0 and (outputs["dense_acc"][0] == 0).all()
-    state = DocumentState(top_k=model.config.top_k)
+    state = DocumentState(top_k=model.config.top_k, dense_sentences=model.config.dense_sentences)
     state.merge(empty, outputs, 0)
     state.merge(short, outputs, 1)
     logits, fusion = backend.classify(state.head_inputs())
