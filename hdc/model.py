@@ -459,7 +459,10 @@ class HierarchicalClassifier(nn.Module):
         logits, fusion = self.classify(state | {"ngram_ids": ngram_ids, "ngram_counts": ngram_counts})
         if not return_attention:
             return logits
-        sentence = masked_softmax(state["sentence_scores"], sentence_phrases[:, :, 0] >= 0)
+        read = sentence_phrases[:, :, 0] >= 0  # [B, S] the sentences the dense path pools
+        if "dense_top_scores" in state:  # model.dense_sentences: only its best ones
+            read = read & (state["sentence_scores"] >= state["dense_top_scores"][:, -1:])
+        sentence = masked_softmax(state["sentence_scores"], read)
         return logits, Attention(
             word=state["word_weights"],
             phrase=state["phrase_weights"],

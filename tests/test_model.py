@@ -103,6 +103,21 @@ def test_second_hop_queries_change_with_what_the_first_hop_found():
     assert not torch.allclose(hop_before, hop_after)  # same phrases, scored by a query that moved
 
 
+def test_dense_path_pools_only_its_best_sentences():
+    """model.dense_sentences=2: of document 0's 3 sentences, the dense statistics and weights count
+    the 2 it scores highest; with 0, all 3."""
+    inputs = batch()
+    encode_inputs = [inputs[name] for name in ("tokens", "phrase_sentence", "sentence_phrases", "selectable")]
+    for n, pooled in ((2, 2), (0, 3)):
+        torch.manual_seed(0)
+        net = HierarchicalClassifier(replace(CONFIG, dense_sentences=n), num_classes=3).eval()
+        _, att = net(**inputs, return_attention=True)
+        assert int((att.sentence[0] > 0).sum()) == pooled
+        state = net.encode(*encode_inputs)
+        best = state["sentence_scores"][0].topk(pooled).values
+        assert torch.allclose(state["dense_sum"][0], torch.exp(best - best.max()).sum())
+
+
 def test_unselectable_phrases_are_never_selected():
     inputs = batch()
     inputs["selectable"][0, :3] = False
