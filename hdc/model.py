@@ -4,7 +4,8 @@
                layer runs in full only on the phrases the sparse path selects)
            ──▶ phrase level: attention pooling of the phrases of each sentence
            ──▶ document level, two paths:
-                 dense:  attention pooling over all sentences (kept as online-softmax statistics)
+                 dense:  attention pooling over the N sentences it scores highest
+                         (model.dense_sentences; 0: all, kept as online-softmax statistics)
                  sparse: HSA; K phrases per learned query, chosen by their CLS landmarks,
                          then token attention inside each chosen phrase
            ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
@@ -21,7 +22,7 @@ state and the document's n-gram counts (hdc.text.ngram_bag, summed over blocks) 
 Shape legend:
     B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
     M retrieval queries    K selected phrases per query    R phrases run in full    C classes
-    U distinct n-gram buckets of a document    E n-gram width
+    U distinct n-gram buckets of a document    E n-gram width    N sentences the dense path pools
 """
 
 from __future__ import annotations

@@ -72,3 +72,11 @@ def test_model_info_round_trips_and_refuses_a_broken_tokenizer():
     assert info.with_model(top_k=3).config.model.top_k == 3 and info.config.model.top_k != 3
     with pytest.raises(HdcError, match="tokenizer is unreadable"):
         ModelInfo(Config(), ("a", "b"), False, "{not json", "0").segmenter()
+
+
+def test_a_model_saved_before_dense_sentences_keeps_pooling_every_sentence():
+    tokenizer = train_tokenizer(["one two three"] * 3, 300).to_str()
+    saved = ModelInfo(Config(), ("a", "b"), False, tokenizer, "0").to_dict()
+    del saved["config"]["model"]["dense_sentences"]  # as written before the key existed
+    assert ModelInfo.from_dict(saved).config.model.dense_sentences == 0
+    assert Config().model.dense_sentences > 0  # a new model reads only its best sentences
