@@ -81,10 +81,10 @@ class ModelConfig(Checked):
     # Queries of a second retrieval hop, each conditioned on what the first hop's M queries found
     # (what a two-sentence fact needs). Exact within one streamed block (hdc.stream): an experiment.
     hop_queries: int = ranged(0, 0)
-    # The dense path pools only the N sentences it scores highest (0: every sentence). Pooling
-    # all of them, a document far longer than the training ones averages its evidence away: on
-    # bench/needle.py's 64K-token test documents, 0.50 accuracy with every sentence, 0.93 with
-    # the best 32 (1M tokens: 0.90), the same model (bench/RESULTS.md).
+    # At inference the dense path pools only the N sentences it scores highest (0: every one;
+    # training always pools every one). Pooling all of them, a document far longer than the
+    # training ones averages its evidence away: on bench/needle.py's 64K-token test documents,
+    # 0.50 accuracy with every sentence, 0.93 with the best 32, the same model (bench/RESULTS.md).
     dense_sentences: int = ranged(32, 0)
     sparse: bool = True  # the HSA path: top-K phrase retrieval
     dense: bool = True  # the HAN path: attention pooling over all sentences

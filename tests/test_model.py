@@ -104,8 +104,8 @@ def test_second_hop_queries_change_with_what_the_first_hop_found():
 
 
 def test_dense_path_pools_only_its_best_sentences():
-    """model.dense_sentences=2: of document 0's 3 sentences, the dense statistics and weights count
-    the 2 it scores highest; with 0, all 3."""
+    """model.dense_sentences=2: at inference, of document 0's 3 sentences, the dense statistics and
+    weights count the 2 it scores highest; with 0, and in training, all 3."""
     inputs = batch()
     encode_inputs = [inputs[name] for name in ("tokens", "phrase_sentence", "sentence_phrases", "selectable")]
     for n, pooled in ((2, 2), (0, 3)):
@@ -116,6 +116,11 @@ def test_dense_path_pools_only_its_best_sentences():
         state = net.encode(*encode_inputs)
         best = state["sentence_scores"][0].topk(pooled).values
         assert torch.allclose(state["dense_sum"][0], torch.exp(best - best.max()).sum())
+    torch.manual_seed(0)
+    net = HierarchicalClassifier(replace(CONFIG, dense_sentences=2), num_classes=3)
+    trained = net.train().encode(*encode_inputs)  # training pools every sentence (dropout is 0 here)
+    every = trained["sentence_scores"][0].topk(3).values
+    assert torch.allclose(trained["dense_sum"][0], torch.exp(every - every.max()).sum())
 
 
 def test_unselectable_phrases_are_never_selected():
