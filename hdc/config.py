@@ -87,7 +87,7 @@ class ModelConfig(Checked):
     # 0.50 accuracy with every sentence, 0.93 with the best 32, the same model (bench/RESULTS.md).
     dense_sentences: int = ranged(32, 0)
     sparse: bool = True  # the HSA path: top-K phrase retrieval
-    dense: bool = True  # the HAN path: attention pooling over all sentences
+    dense: bool = True  # the HAN path: attention pooling over sentences (dense_sentences of them)
     # The hashed n-gram branch: character n-grams of these orders ([] turns them off), and word
     # n-grams (below). On by default: on small corpora the n-grams carry most of what is learnt.
     ngram_orders: tuple[int, ...] = ranged((2, 3, 4), 1)
@@ -103,6 +103,11 @@ class ModelConfig(Checked):
     # Add a linear classifier on the n-gram bag, fitted to convergence after training (hdc.train):
     # the jointly trained branch stops where the deep part's epochs stop, well short of that.
     ngram_linear: bool = True
+
+    @property
+    def all_queries(self) -> int:
+        """M, the retrieval queries of both hops: the rows of every per-query part of the state."""
+        return self.queries + self.hop_queries
 
     @property
     def ngrams(self) -> bool:

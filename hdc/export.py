@@ -80,7 +80,7 @@ class HeadGraph(nn.Module):
 
 def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: int) -> None:
     c = model.config
-    B, P, S, Q, T, M, K, D = 2, 11, 4, 3, c.phrase_tokens, c.queries + c.hop_queries, c.top_k, c.d_model
+    B, P, S, Q, T, M, K, D = 2, 11, 4, 3, c.phrase_tokens, c.all_queries, c.top_k, c.d_model
     # Sizes >= 2 everywhere: a traced size of 1 would be baked into the graph.
     tokens = torch.randint(1, c.vocab_size, (B, P, T))
     phrase_sentence = (torch.arange(P) // Q).expand(B, P).contiguous()

@@ -194,7 +194,7 @@ class HierarchicalClassifier(nn.Module):
         # sparse path (HSA)
         self.landmark = nn.Linear(D, D)
         self.retrieval = nn.Parameter(torch.randn(c.queries, D) * 0.02)  # [M, D]
-        M = c.queries + c.hop_queries  # every query below: the first hop's, then the second's
+        M = c.all_queries  # every query below: the first hop's, then the second's
         if c.hop_queries:  # the second hop's queries: learned, plus what the first hop found
             self.hop_retrieval = nn.Parameter(torch.randn(c.hop_queries, D) * 0.02)
             self.hop_context = nn.Linear(c.queries * D, c.hop_queries * D)
@@ -335,8 +335,12 @@ class HierarchicalClassifier(nn.Module):
 
         # --- document level, sparse: top-K phrases per query, then attention inside each
         landmarks = self.landmark(phrase)  # [B, P, D]
-        phrase_scores = torch.einsum("bpd,md->bmp", landmarks, self.retrieval) / math.sqrt(D)
-        phrase_scores = phrase_scores.masked_fill(~selectable[:, None, :], NEG)  # [B, M, P]
+
+        def score(queries: Tensor) -> Tensor:  # [B, M, D] -> [B, M, P], NEG where not selectable
+            scores = torch.einsum("bpd,bmd->bmp", landmarks, queries) / math.sqrt(D)
+            return scores.masked_fill(~selectable[:, None, :], NEG)
+
+        phrase_scores = score(self.retrieval.expand(B, -1, -1))  # [B, M, P]
         k = min(select_k or c.top_k, P)
         finish = (x, mask, normalised, token_mask)
         found = self._retrieve(phrase_scores, k, self.token_query[: c.queries], *finish)
@@ -344,8 +348,7 @@ class HierarchicalClassifier(nn.Module):
             weights = torch.softmax(found["top_scores"], -1)[..., None]  # [B, M, k, 1]
             context = (weights * found["top_states"]).sum(2).flatten(1)  # [B, M * D]
             queries = self.hop_retrieval + self.hop_context(context).view(B, c.hop_queries, D)
-            hop_scores = torch.einsum("bpd,bmd->bmp", landmarks, queries) / math.sqrt(D)
-            hop_scores = hop_scores.masked_fill(~selectable[:, None, :], NEG)
+            hop_scores = score(queries)
             hop = self._retrieve(hop_scores, k, self.token_query[c.queries :], *finish)
             found = {name: torch.cat([found[name], hop[name]], 1) for name in found}
             phrase_scores = torch.cat([phrase_scores, hop_scores], 1)
