@@ -71,6 +71,8 @@ RECIPES = {
     "hdc": ["--config", ROOT / "configs/needle.yaml"],
     "hdc-dense": ["--config", ROOT / "configs/needle.yaml", "--set", "model.sparse=false"],
     "hdc-default": [],
+    # the default with a loss on the dense path's inference pooling too (train.dense_cut_loss)
+    "hdc-default-cut": ["--set", "train.dense_cut_loss=0.5"],
 }
 
 
@@ -84,7 +86,12 @@ def cmd_train(args) -> None:
                 "train", *RECIPES[method], "--train", OUT / "train.jsonl", "--valid", OUT / "valid.jsonl", "--out", run
             )
             times[method] = round(time.perf_counter() - start, 1)
-        _hdc("export", run, OUT / f"{method}-bundle", *(["--top-k", TOP_K] if method != "hdc-default" else []))
+        _hdc(
+            "export",
+            run,
+            OUT / f"{method}-bundle",
+            *(["--top-k", TOP_K] if not method.startswith("hdc-default") else []),
+        )
     train_svm()
     print(json.dumps(times), file=sys.stderr)
 

@@ -213,6 +213,12 @@ class TrainConfig(Checked):
     # makes retrieval rank the deciding phrase near the top, not merely among the K: a long
     # document has far more phrases competing for the K slots than any training document.
     select_k: int = ranged(0, 0)
+    # The share of the loss taken by the logits whose dense path pools only its
+    # model.dense_sentences best sentences, as inference does; the rest by training's pooling of
+    # every sentence (0: that alone). Every sentence keeps a gradient to rise by, and the head
+    # learns the pooling that long documents get. A document of at most N sentences pools the
+    # same both ways, so a corpus of short documents trains as without it.
+    dense_cut_loss: float = ranged(0.0, 0, 1)
     # Label-preserving lengthening: after the curriculum, each epoch joins training documents of
     # the same label (the same label set, multi-label) into documents of up to this many tokens
     # (0: off). Retrieval then meets the look-alikes of many documents at once, as it will in a

@@ -123,6 +123,24 @@ def test_dense_path_pools_only_its_best_sentences():
     assert torch.allclose(trained["dense_sum"][0], torch.exp(every - every.max()).sum())
 
 
+def test_cut_pooling_in_training_matches_inference_pooling():
+    """cut=True (train.dense_cut_loss): training's "cut" statistics are inference's pooling of the
+    2 best sentences, training's own still pool all 3, and the pair of logits differs only there."""
+    inputs = batch()
+    encode_inputs = [inputs[name] for name in ("tokens", "phrase_sentence", "sentence_phrases", "selectable")]
+    torch.manual_seed(0)
+    net = HierarchicalClassifier(replace(CONFIG, dense_sentences=2), num_classes=3)
+    inferred = net.eval().encode(*encode_inputs)
+    trained = net.train().encode(*encode_inputs, cut=True)  # dropout is 0 here
+    for name in ("dense_max", "dense_sum", "dense_acc"):
+        assert torch.allclose(trained["cut"][name], inferred[name])
+    every = trained["sentence_scores"][0].topk(3).values
+    assert torch.allclose(trained["dense_sum"][0], torch.exp(every - every.max()).sum())
+    logits, cut_logits = net(**inputs, cut=True)
+    assert not torch.allclose(logits[0], cut_logits[0])  # document 0 has 3 sentences: the poolings differ
+    assert torch.allclose(logits[1], cut_logits[1])  # document 1 has 1: they agree
+
+
 def test_unselectable_phrases_are_never_selected():
     inputs = batch()
     inputs["selectable"][0, :3] = False

@@ -60,7 +60,13 @@ class LitClassifier(L.LightningModule):
             inputs = drop_tokens(inputs, t.token_dropout)
         if t.token_swap:
             inputs = swap_tokens(inputs, self.swap_table, t.token_swap)
-        loss = self._loss(self.model(**bag_ngrams(inputs), select_k=t.select_k or None), targets)
+        inputs, select_k = bag_ngrams(inputs), t.select_k or None
+        if t.dense_cut_loss:  # a loss on each of the dense path's poolings, training's and inference's
+            logits, cut_logits = self.model(**inputs, select_k=select_k, cut=True)
+            w = t.dense_cut_loss
+            loss = (1 - w) * self._loss(logits, targets) + w * self._loss(cut_logits, targets)
+        else:
+            loss = self._loss(self.model(**inputs, select_k=select_k), targets)
         self.log("train_loss", loss, batch_size=len(targets), prog_bar=True)
         return loss
 
