@@ -61,7 +61,7 @@ class LitClassifier(L.LightningModule):
         if t.token_swap:
             inputs = swap_tokens(inputs, self.swap_table, t.token_swap)
         inputs, select_k = bag_ngrams(inputs), t.select_k or None
-        if t.dense_cut_loss:  # a loss on each of the dense path's poolings, training's and inference's
+        if t.dense_cut_loss and data_epoch(self.trainer) >= t.dense_cut_after:  # a loss on each pooling
             logits, cut_logits = self.model(**inputs, select_k=select_k, cut=True)
             w = t.dense_cut_loss
             loss = (1 - w) * self._loss(logits, targets) + w * self._loss(cut_logits, targets)

@@ -34,6 +34,37 @@ def test_training_steps_select_fewer_phrases_than_inference(monkeypatch):
         assert selected[-2:] == [expected, CONFIG.top_k]  # training steps, then validation
 
 
+def test_cut_loss_mixes_both_poolings_from_dense_cut_after(monkeypatch):
+    """train.dense_cut_loss=w: before epoch dense_cut_after a step's loss is the plain loss; from
+    it, (1 - w) * the loss pooling every sentence + w * the loss pooling the best N."""
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+    from test_model import CONFIG, batch
+
+    import hdc.train.module as module_code
+    from hdc.config import Config, TrainConfig
+    from hdc.schema import ModelInfo
+    from hdc.train.module import LitClassifier
+
+    model = replace(CONFIG, dense_sentences=2, ngram_orders=(), ngram_word_orders=(), ngram_linear=False)
+    inputs = {k: v for k, v in batch().items() if not k.startswith("ngram")}
+    targets = torch.tensor([0, 1])
+    train = TrainConfig(dense_cut_loss=0.25, dense_cut_after=1, label_smoothing=0.0)
+    module = LitClassifier(ModelInfo(Config(model=model, train=train), ("a", "b", "c"), False, "{}", "test"))
+    module.log = lambda *args, **kwargs: None
+    monkeypatch.setattr(LitClassifier, "trainer", None)  # no Trainer: data_epoch below says the epoch
+    module.train()
+    with torch.no_grad():
+        every, best = module.model(**inputs, cut=True)
+    plain, cut = F.cross_entropy(every, targets), F.cross_entropy(best, targets)
+    assert abs(plain - cut) > 1e-4  # document 0's 3 sentences pool differently
+    for epoch, expected in ((0, plain), (1, 0.75 * plain + 0.25 * cut)):
+        monkeypatch.setattr(module_code, "data_epoch", lambda trainer, epoch=epoch: epoch)
+        with torch.no_grad():
+            assert torch.allclose(module.training_step((inputs, targets), 0), expected)
+
+
 def test_ngram_table_takes_sgd_steps_at_ngram_lr(tmp_path):
     """One step moves the n-gram table by -ngram_lr * schedule * gradient, so, measured from a
     run at ngram_lr 0 (which keeps the seeded initial table), doubling ngram_lr doubles the move."""
