@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mb, today, update_results  # noqa: E402
+from common import commit, machine, peak_rss_mb, today, update_results  # noqa: E402
 from needle_data import DIRECTIONS, LABELS, Generator, filler_pool, write_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +241,7 @@ def cmd_run(args) -> None:
             )
     meta = {
         "command": "python bench/needle.py run " + " ".join(sys.argv[2:]),
+        "commit": commit(),
         "date": today(),
         "machine": machine(),
         "train_s": {
