@@ -102,8 +102,8 @@ RECIPES = {
         *("--set", "model.ngram_orders=[2, 3, 4]", "--set", "model.ngram_word_orders=[1, 2]"),
     ],
     "default-hop": ["--set", "model.hop_queries=2"],  # a second retrieval hop (model.hop_queries)
-    # a loss on inference's dense pooling too, from the second epoch (train.dense_cut_loss)
-    "default-cut1": ["--set", "train.dense_cut_loss=0.5"],
+    # the default before its loss on inference's dense pooling (train.dense_cut_loss)
+    "default-no-cut": ["--set", "train.dense_cut_loss=0.0"],
     "default-no-smooth": ["--set", "model.dense_sentences=0", "--set", "train.label_smoothing=0.0"],
     "default-no-ngrams": [
         *("--set", "model.dense_sentences=0", "--set", "model.ngram_orders=[]", "--set", "model.ngram_word_orders=[]"),
