@@ -55,6 +55,12 @@ def head_inputs(ngrams: bool) -> tuple[str, ...]:
     return HEAD_STATE + (NGRAM_INPUTS if ngrams else ())
 
 
+# Keys added after models were first saved, at the values that describe a model saved without
+# them: it pooled every sentence at inference (it still does), and trained without the loss on
+# the best sentences' pooling (a resumed or refitted run keeps training as it did).
+SAVED_BEFORE = {"model": {"dense_sentences": 0}, "train": {"dense_cut_loss": 0.0}}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Everything besides the weights that a model needs to classify."""
@@ -67,8 +73,9 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, raw: dict) -> ModelInfo:
-        # A model saved before model.dense_sentences existed pooled every sentence; it still does.
-        config = raw["config"] | {"model": {"dense_sentences": 0} | (raw["config"].get("model") or {})}
+        config = raw["config"] | {
+            section: values | (raw["config"].get(section) or {}) for section, values in SAVED_BEFORE.items()
+        }
         return cls(
             config=config_from_dict(config),
             labels=tuple(raw["labels"]),
