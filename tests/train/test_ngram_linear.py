@@ -236,6 +236,21 @@ def test_the_temperature_makes_validation_log_loss_least():
     assert 0.05 < base < 20 and abs(fit_temperature(logits * 5, targets) / base - 5) < 0.3  # 5x sharper: 5x cooler
 
 
+def test_a_validation_split_with_no_error_fits_a_temperature_inside_the_grid_and_short_of_certainty():
+    from scipy.special import softmax
+
+    from hdc.train.ngram_linear import fit_temperature
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 300)
+    logits = np.eye(4)[targets] * 3.0 + rng.normal(0, 0.3, (300, 4))  # every argmax right
+    assert (logits.argmax(1) == targets).all()
+    t = fit_temperature(logits, targets)
+    confidence = softmax(logits / t, axis=1)[np.arange(300), targets].mean()
+    assert 0.05 < t < 1  # sharper than the network, but not to the grid's end
+    assert 0.98 < confidence < 1 - 1 / 302 + 1e-3  # about the accuracy 300 of 300 support
+
+
 def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
     from hdc.train.ngram_linear import NETWORK_ALONE, choose_mix
 
