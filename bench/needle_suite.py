@@ -5,6 +5,7 @@
     python bench/needle_suite.py train --recipe needle-yaml   # hdc train --config configs/needle.yaml
     python bench/needle_suite.py run --lengths 4096,65536 --methods rule,svm,hdc-needle-yaml
     python bench/needle_suite.py swap --tasks verdict   # test needles with training templates or words
+    python bench/needle_suite.py refit --into hdc-default-refit   # mix and temperature again, today's code
 
 Every task gets the same treatment: 3,000 training and 300 validation documents of 128-4,096
 tokens (log-uniform), the same hdc command, and the same two baselines, run in this script:
@@ -16,7 +17,8 @@ tokens (log-uniform), the same hdc command, and the same two baselines, run in t
   threshold are chosen on the training documents.
 - `svm`: word 1-2-gram TF-IDF (sublinear) + LinearSVC, C chosen on validation.
 
-Test documents are generated on the fly from the test part of each filler source with seed 99
+hdc cells also report `confidence` (the mean probability of the answers) and `ece` (expected
+calibration error, hdc.metrics). Test documents are generated on the fly from the test part of each filler source with seed 99
 and are never written to disk. Each (task, method, length) runs in its own process, so its peak
 RSS is its own. `--tasks sitzung` is the held-out task: run it once, after the recipe is frozen.
 """
@@ -234,6 +236,7 @@ def worker(name: str, method: str, tokens: int, docs: int, threads: int) -> dict
     task = TASKS[name]
     generator = Generator(task, "test", seed=TEST_SEED)
     truth, predicted, selected, needles, seconds, processed = [], [], 0, 0, 0.0, 0
+    probabilities = []  # hdc: each document's class probabilities
     if method in ("rule", "svm"):
         with open(OUT / name / "baselines.pkl", "rb") as f:
             model = pickle.load(f)[method]
@@ -258,6 +261,7 @@ def worker(name: str, method: str, tokens: int, docs: int, threads: int) -> dict
             document = Document("id", f"{tokens}-{i}", source=lambda c=chunks: c)
             [outcome] = list(predictor.run([document], keep_sentences=1, progress=False))
             label = predictor.labels[int(outcome.probabilities.argmax())]
+            probabilities.append(outcome.probabilities)
         seconds += time.perf_counter() - start
         processed += tokens
         if method.startswith("hdc") and needle.spans:
@@ -279,6 +283,13 @@ def worker(name: str, method: str, tokens: int, docs: int, threads: int) -> dict
     }
     if needles:
         result["needle_selected"] = selected / needles
+    if probabilities:  # how sure it was, against how often it was right
+        from hdc.metrics import expected_calibration_error
+
+        probabilities = np.stack(probabilities)
+        result["confidence"] = float(probabilities.max(1).mean())
+        truth_index = np.array([predictor.labels.index(t) for t in truth])
+        result["ece"] = expected_calibration_error(probabilities, truth_index, False)
     return result
 
 
@@ -342,10 +353,24 @@ def cmd_swap(args) -> None:
             print(f"{name} {args.method} test needles, {variant}: accuracy {right / 40:.3f}", file=sys.stderr)
 
 
+def cmd_refit(args) -> None:
+    """Fit the parts set after training (the mix, the temperature) again with today's code, into
+    a copy of the run: `--method hdc-default --into hdc-default-refit`."""
+    import shutil
+
+    from hdc.train.recipe import refit
+
+    for name in _tasks(args.tasks):
+        out = OUT / name
+        shutil.copytree(out / args.method, out / args.into)
+        summary = refit(out / args.into, out / "train.jsonl", out / "valid.jsonl")
+        print(f"{name} {args.into}: {json.dumps(summary['fitted_after_training'])}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("data", "baselines", "train", "run", "worker", "swap"):
+    for command in ("data", "baselines", "train", "run", "worker", "swap", "refit"):
         p = sub.add_parser(command)
         p.add_argument("--tasks", help=f"comma-separated; default {','.join(SUITE)} (held out: {HELD_OUT})")
     sub.choices["train"].add_argument("--recipe", choices=sorted(RECIPES), default="needle-yaml")
@@ -354,6 +379,8 @@ def main() -> None:
     sub.choices["run"].add_argument("--docs", type=int)
     sub.choices["run"].add_argument("--threads", type=int, default=2)
     sub.choices["swap"].add_argument("--method", default="hdc-needle-yaml")
+    sub.choices["refit"].add_argument("--method", default="hdc-default")
+    sub.choices["refit"].add_argument("--into", required=True, help="the copy's name, e.g. hdc-default-refit")
     w = sub.choices["worker"]
     w.add_argument("--method", required=True)
     w.add_argument("--tokens", type=int, required=True)
@@ -365,7 +392,14 @@ def main() -> None:
         result = worker(args.tasks, args.method, args.tokens, args.docs, args.threads)
         Path(args.result).write_text(json.dumps(result))
     else:
-        commands = {"data": cmd_data, "baselines": cmd_baselines, "train": cmd_train, "run": cmd_run, "swap": cmd_swap}
+        commands = {
+            "data": cmd_data,
+            "baselines": cmd_baselines,
+            "train": cmd_train,
+            "run": cmd_run,
+            "swap": cmd_swap,
+            "refit": cmd_refit,
+        }
         commands[args.command](args)
 
 
