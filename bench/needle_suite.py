@@ -104,6 +104,7 @@ RECIPES = {
         *("--set", "model.ngram_orders=[2, 3, 4]", "--set", "model.ngram_word_orders=[1, 2]"),
     ],
     "default-hop": ["--set", "model.hop_queries=2"],  # a second retrieval hop (model.hop_queries)
+    "default-read": ["--set", "model.retrieved_layers=1"],  # the selected phrases read each other
     # the default before its loss on inference's dense pooling (train.dense_cut_loss)
     "default-no-cut": ["--set", "train.dense_cut_loss=0.0"],
     "default-no-smooth": ["--set", "model.dense_sentences=0", "--set", "train.label_smoothing=0.0"],

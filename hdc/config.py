@@ -81,6 +81,10 @@ class ModelConfig(Checked):
     # Queries of a second retrieval hop, each conditioned on what the first hop's M queries found
     # (what a two-sentence fact needs). Exact within one streamed block (hdc.stream): an experiment.
     hop_queries: int = ranged(0, 0)
+    # Transformer layers over the selected phrases before fusion, in which they read each other
+    # (the HSA bypass, at the level of the retrieved phrases): fusion weighs each phrase alone, so
+    # without them no phrase can change what another one means. An experiment.
+    retrieved_layers: int = ranged(0, 0)
     # At inference the dense path pools only the N sentences it scores highest (0: every one;
     # training always pools every one). Pooling all of them, a document far longer than the
     # training ones averages its evidence away: on bench/needle.py's 64K-token test documents,

@@ -7,7 +7,8 @@
                  dense:  attention pooling over the N sentences it scores highest
                          (model.dense_sentences; 0: all, kept as online-softmax statistics)
                  sparse: HSA; K phrases per learned query, chosen by their CLS landmarks,
-                         then token attention inside each chosen phrase
+                         then token attention inside each chosen phrase (with
+                         model.retrieved_layers, the chosen phrases then read each other)
            ──▶ head: a bypassing residual, doc = dense + MLP(norm(dense + sparse)), then logits
     ngrams ──▶ optional n-gram branch: the document's hashed char n-gram counts, weighted by
                TF-IDF and L2-normalised (as a TF-IDF SVM sees them), times an embedding table,
@@ -102,7 +103,7 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x [N, L, D], mask [N, L] (True: a real position; the last one must be)."""
+        """x [N, L, D], mask [N, L] (True: a real position; every row needs one)."""
         q, k, v = self._heads(self.qkv(self.norm1(x)), 3)
         return self._finish(x, q, k, v, mask)
 
@@ -146,7 +147,8 @@ class EncoderLayer(nn.Module):
         positions, then the residuals and the feed-forward."""
         N, Lq, D = x.shape
         # ONNX Runtime's Attention takes a mask per query row, hence the expand (a view in torch).
-        # No row is all padding, because every row sees the last position: no NaN.
+        # No row is all padding (the word level's CLS slot is real, and the retrieved phrases keep
+        # their first): no NaN.
         attn_mask = mask[:, None, None, :].expand(N, 1, Lq, mask.shape[1])
         mixed = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         x = x + self.drop(self.out(mixed.transpose(1, 2).reshape(N, Lq, D)))
@@ -212,6 +214,9 @@ class HierarchicalClassifier(nn.Module):
         # Fusion re-ranks the K selected phrases by their content too; zero at first, so fusion
         # starts as a softmax of the retrieval scores.
         self.rerank = nn.Parameter(torch.zeros(M, D))  # [M, D]
+        self.retrieved = nn.ModuleList(
+            EncoderLayer(D, c.heads, c.ff_mult, c.dropout, export) for _ in range(c.retrieved_layers)
+        )
         self.sparse_out = nn.Linear(M * D, D)
 
         # document level and head
@@ -428,6 +433,14 @@ class HierarchicalClassifier(nn.Module):
         # best of a million phrases scores higher than of a hundred); the content score does
         # not depend on what else the document holds, so a needle among the K keeps its weight.
         top_scores, top_states = state["top_scores"], state["top_states"]  # [B, M, K], [B, M, K, D]
+        if self.retrieved:  # the selected phrases read each other (model.retrieved_layers)
+            B, M, K, D = top_states.shape
+            selected = (top_scores > NEG / 2).view(B, M * K)
+            selected = selected | (torch.arange(M * K, device=selected.device) == 0)  # no all-padding row
+            top_states = top_states.reshape(B, M * K, D)
+            for layer in self.retrieved:
+                top_states = layer(top_states, selected)
+            top_states = top_states.view(B, M, K, D)
         rerank = torch.einsum("bmkd,md->bmk", top_states, self.rerank)
         fusion = masked_softmax(top_scores + rerank, top_scores > NEG / 2)
         if not self.training:  # fade the K-th phrase out as its lead over the spare vanishes

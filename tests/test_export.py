@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ASSETS, BLOCK_TORCH, jsonl, run_cli
+from conftest import ASSETS, BLOCK_TORCH, TWO_STEPS, jsonl, run_cli, tiny_train_args
 
 from hdc.config import InferenceConfig
 from hdc.data import Document
@@ -141,6 +141,18 @@ def test_export_with_another_top_k(tiny_run, tmp_path):
     assert json.loads((tmp_path / "k3" / "model.json").read_text())["config"]["model"]["top_k"] == 3
     outcome = next(load_predictor(tmp_path / "k3").run([Document("id", "d", text="Sunny and warm. " * 200)]))
     assert outcome.state.top_scores.shape[1] == 3
+
+
+def test_a_model_whose_retrieved_phrases_read_each_other_exports_with_parity(tmp_path):
+    """model.retrieved_layers adds layers to the head graph; export checks parity with torch and
+    exits 1 where it fails."""
+    run = tmp_path / "run"
+    result = run_cli(*tiny_train_args(run, *TWO_STEPS, "--set", "model.retrieved_layers=1"))
+    assert result.exit_code == 0, result.output
+    result = run_cli("export", run, tmp_path / "bundle")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["parity_max_abs_diff"] < 1e-4
 
 
 def test_parity_documents_are_the_same_in_every_process(tiny_bundle):

@@ -103,6 +103,25 @@ def test_second_hop_queries_change_with_what_the_first_hop_found():
     assert not torch.allclose(hop_before, hop_after)  # same phrases, scored by a query that moved
 
 
+def test_with_retrieved_layers_a_querys_fusion_moves_with_a_phrase_only_another_query_selected():
+    """model.retrieved_layers: the selected phrases read each other before fusion, so changing a
+    phrase that only query 0 selected moves query 1's fusion weights over its unchanged phrases;
+    without the layers it does not."""
+    inputs = batch()
+    for layers, moves in ((0, False), (1, True)):
+        torch.manual_seed(0)
+        net = HierarchicalClassifier(replace(CONFIG, top_k=2, retrieved_layers=layers), num_classes=3).eval()
+        torch.nn.init.normal_(net.rerank)  # trained weights; zero at initialisation
+        _, att = net(**inputs, return_attention=True)
+        only_first = [p for p in att.selected[0, 0].tolist() if p not in att.selected[0, 1].tolist()]
+        assert only_first  # the test needs a phrase that query 0 alone selected
+        changed = inputs["tokens"].clone()
+        changed[0, only_first[0], :2] = torch.tensor([7, 9])
+        _, after = net(**(inputs | {"tokens": changed}), return_attention=True)
+        assert torch.equal(att.selected[0, 1], after.selected[0, 1])  # query 1 kept its phrases
+        assert torch.allclose(att.fusion[0, 1], after.fusion[0, 1], atol=1e-6) != moves
+
+
 def test_dense_path_pools_only_its_best_sentences():
     """model.dense_sentences=2: at inference, of document 0's 3 sentences, the dense statistics and
     weights count the 2 it scores highest; with 0, and in training, all 3."""

@@ -17,10 +17,12 @@ def texts(assets):
     return [json.loads(line)["text"] for line in open(assets / "tiny_train.jsonl")]
 
 
-@pytest.fixture(scope="module", params=[0, 6], ids=["dense-all", "dense-top-6"])
+@pytest.fixture(scope="module", params=[(0, 0), (6, 0), (6, 1)], ids=["dense-all", "dense-top-6", "retrieved-layer"])
 def setup(texts, request):
-    """A model whose dense path reads every sentence, and one that reads its 6 best
-    (model.dense_sentences): the stream's merge of both must equal one shot."""
+    """A model whose dense path reads every sentence, one that reads its 6 best
+    (model.dense_sentences), and one whose selected phrases read each other
+    (model.retrieved_layers): the stream's merge of each must equal one shot."""
+    dense_sentences, retrieved_layers = request.param
     segmenter = Segmenter(
         train_tokenizer(texts, 400), phrase_tokens=8, sentence_tokens=32, ngram_orders=(2, 3), ngram_buckets=512
     )
@@ -35,7 +37,8 @@ def setup(texts, request):
         ngram_orders=(2, 3),
         ngram_buckets=512,
         ngram_dim=8,
-        dense_sentences=request.param,
+        dense_sentences=dense_sentences,
+        retrieved_layers=retrieved_layers,
     )
     torch.manual_seed(0)
     model = HierarchicalClassifier(config, num_classes=4).eval()
