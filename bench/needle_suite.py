@@ -19,8 +19,9 @@ tokens (log-uniform), the same hdc command, and the same two baselines, run in t
 
 hdc cells also report `confidence` (the mean probability of the answers) and `ece` (expected
 calibration error, hdc.metrics). Test documents are generated on the fly from the test part of
-each filler source with seed 99 and are never written to disk. Each (task, method, length) runs in its own process, so its peak
-RSS is its own. `--tasks sitzung` is the held-out task: run it once, after the recipe is frozen.
+each filler source with seed 99 and are never written to disk. Each (task, method, length) runs
+in its own process, so its peak RSS is its own. `--tasks sitzung` is the held-out task: run it
+once, after the recipe is frozen.
 """
 
 from __future__ import annotations

@@ -433,16 +433,16 @@ class HierarchicalClassifier(nn.Module):
         # best of a million phrases scores higher than of a hundred); the content score does
         # not depend on what else the document holds, so a needle among the K keeps its weight.
         top_scores, top_states = state["top_scores"], state["top_states"]  # [B, M, K], [B, M, K, D]
+        filled = top_scores > NEG / 2  # [B, M, K] False where a query selected fewer than K
         if self.retrieved:  # the selected phrases read each other (model.retrieved_layers)
             B, M, K, D = top_states.shape
-            selected = (top_scores > NEG / 2).view(B, M * K)
-            selected = selected | (torch.arange(M * K, device=selected.device) == 0)  # no all-padding row
+            selected = filled.view(B, M * K) | (torch.arange(M * K, device=filled.device) == 0)  # no all-padding row
             top_states = top_states.reshape(B, M * K, D)
             for layer in self.retrieved:
                 top_states = layer(top_states, selected)
             top_states = top_states.view(B, M, K, D)
         rerank = torch.einsum("bmkd,md->bmk", top_states, self.rerank)
-        fusion = masked_softmax(top_scores + rerank, top_scores > NEG / 2)
+        fusion = masked_softmax(top_scores + rerank, filled)
         if not self.training:  # fade the K-th phrase out as its lead over the spare vanishes
             lead = top_scores[..., -1:] - state["spare_scores"][..., None]  # [B, M, 1]
             fade = torch.cat([torch.ones_like(fusion[..., :-1]), (lead / TIE_MARGIN).clamp(0, 1)], -1)
