@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 from scipy.special import log_softmax
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 from ..checkpoint import model_from_checkpoint, read_checkpoint, store_weights
@@ -80,7 +80,10 @@ def fit_after_training(
       documents as `data`, read further: data.fit_max_tokens; default `data`). With validation
       data, every (weight of the network's logits, TF, C, class weights, scale) of the config is
       scored there and the best kept (the first in the config's order on a tie): the data
-      decides the mix, and a network that does not help gets weight 0. Multi-label, each
+      decides the mix, and a network that does not help gets weight 0. Single-label, with fewer
+      validation documents than train.linear_cv_below, the classifier's own TF, C and class
+      weights are chosen first by cross-validation on the training documents
+      (cross_validate_linear), and validation scores only the weight and scale. Multi-label, each
       label's threshold on the chosen classifier's scores, and its C, come from cross-validation
       on the training documents (label_thresholds, train.threshold_folds); the thresholds go
       into its bias;
@@ -121,24 +124,38 @@ CLASS_WEIGHT_SPREAD = 2.0
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
     validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
-    train, kept where validation does not score them lower; set it in the model. Returns the
-    choice (C None and scale 0: no linear classifier), the scores before and after (and the
-    thresholds), and the mixed validation logits."""
+    train, kept where validation does not score them lower; set it in the model. With fewer
+    validation documents than train.linear_cv_below (single-label), the linear classifier's own
+    (TF, C, class weights) come from cross-validation on train first, and validation chooses only
+    the deep weight and scale. Returns the choice (C None and scale 0: no linear classifier), the
+    scores before and after (and the thresholds, or the cross-validated macro-F1), and the mixed
+    validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     weightings = [w for w in t.ngram_linear_class_weight if w == "none" or uneven(data.train_set.targets, multilabel)]
-    candidates = [
-        (d, tf, c, w, scale)
-        for d in t.deep_weights
-        for tf in t.ngram_linear_tf
-        for c in t.ngram_linear_c
-        for w in weightings or [t.class_weight]
-        for scale in t.ngram_linear_scale
+    # The linear classifier's own settings, in the config's order: the first wins a tie.
+    settings = [
+        (tf, c, w) for tf in t.ngram_linear_tf for c in t.ngram_linear_c for w in weightings or [t.class_weight]
     ]
     result = {}
-    validating = logits is not None and len(candidates) > 1
     fixed = (t.ngram_linear_tf[0], _middle(t.ngram_linear_c), t.class_weight)  # without validation
-    fits_needed = {(tf, c, w) for _, tf, c, w, _ in candidates} if validating else {fixed}
-    train_x = {tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf, _, _ in fits_needed}
+    # A few hundred validation documents choose among dozens of mixes by chance as much as by
+    # merit; the training split, cross-validated, is a larger sample for the linear part's own.
+    cross_validating = not multilabel and len(data.valid_set) < t.linear_cv_below and len(settings) > 1
+    if logits is None and not cross_validating:
+        settings = [fixed]
+    train_x = {
+        tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf in dict.fromkeys(s[0] for s in settings)
+    }
+    if cross_validating:
+        cross_validated = cross_validate_linear(train_x, data.train_set.targets, len(labels), settings, t.seed)
+        if cross_validated is not None:
+            setting, result["linear_cv_macro_f1"] = cross_validated
+            settings = [setting]
+        elif logits is None:
+            settings = [fixed]
+    candidates = [(d, *s, scale) for d in t.deep_weights for s in settings for scale in t.ngram_linear_scale]
+    validating = logits is not None and len(candidates) > 1
+    fits_needed = set(settings) if validating else {settings[0]}
 
     def fit(key: tuple[str, float, str]):
         tf, c, w = key
@@ -151,7 +168,7 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     fits = dict(_run_all(fit, sorted(fits_needed, key=str), "linear fit", _describe))
 
     if validating:
-        valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in t.ngram_linear_tf}
+        valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in train_x}
         targets = data.valid_set.targets
 
         def macro_f1(z: np.ndarray) -> float:
@@ -169,7 +186,7 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
             return dict(zip(MIX_KEYS, choice)), result, logits
         network, logits = logits, mixed[choice]
     else:
-        choice = (t.deep_weights[0], *fixed, _middle(t.ngram_linear_scale))
+        choice = (t.deep_weights[0], *settings[0], _middle(t.ngram_linear_scale))
     d, tf, c, w, scale = choice
     weights, bias = fits[tf, c, w]
     if multilabel and t.threshold_folds:
@@ -198,6 +215,38 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
         ngram_linear_log_tf=LOG_TF[tf],
     )
     return dict(zip(MIX_KEYS, choice)), result, logits
+
+
+CV_FOLDS = 5  # the folds of cross_validate_linear
+
+
+def cross_validate_linear(
+    features: dict[str, csr_matrix], targets: np.ndarray, num_classes: int, settings: list[tuple], seed: int
+) -> tuple[tuple[str, float, str], float] | None:
+    """The (TF, C, class weights) of `settings` whose out-of-fold predictions score the best
+    macro-F1 in a stratified CV_FOLDS-fold cross-validation of fit_linear on these (single-label)
+    documents, the first on a tie, and that score. Fewer folds where a class has fewer documents
+    than CV_FOLDS; None where one has fewer than 2."""
+    counts = np.bincount(targets, minlength=num_classes)
+    folds = min(CV_FOLDS, int(counts[counts > 0].min()))
+    if folds < 2:
+        return None
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(targets)), targets))
+
+    def fold(task: tuple[tuple[str, float, str], np.ndarray, np.ndarray]) -> np.ndarray:
+        (tf, c, w), fitted, held = task
+        weights, bias = fit_linear(features[tf][fitted], targets[fitted], num_classes, False, c, w == "balanced")
+        return (features[tf][held] @ weights + bias).argmax(1)
+
+    predicted = {setting: np.zeros(len(targets), np.int64) for setting in settings}
+    tasks = [(setting, *split) for setting in settings for split in splits]
+    _progress(f"linear classifier: {folds}-fold cross-validation of {len(settings)} settings on the training split")
+    for (setting, _, held), labels in _run_all(fold, tasks, "cross-validation fit", lambda task: _describe(task[0])):
+        predicted[setting][held] = labels
+    names = [str(i) for i in range(num_classes)]
+    scored = [(scores(targets, predicted[s], names, False)["macro_f1"], s) for s in settings]
+    best = max(scored, key=lambda item: item[0])  # max keeps the first of equal items
+    return best[1], round(best[0], 4)
 
 
 # Where a label's threshold is sought: a LinearSVC's scores put its margins at -1 and 1.

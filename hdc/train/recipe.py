@@ -252,6 +252,11 @@ def _train(
             else f"the n-gram linear classifier's ({fitted['tf']} TF, C={fitted['c']:g}, "
             f"class weights {fitted['class_weight']}) x {fitted['scale']:g}"
         )
+        if "linear_cv_macro_f1" in fitted and fitted["c"] is not None:
+            linear += (
+                f" (its TF, C and class weights by cross-validation on the training split, "
+                f"macro-F1 {fitted['linear_cv_macro_f1']:.4f}: fewer than {config.train.linear_cv_below} validation documents)"
+            )
         print(f"mix: the network's logits x {fitted['deep_weight']:g} + {linear}{scored}", file=sys.stderr)
         if "thresholds" in fitted:
             spread = fitted["thresholds"].values()

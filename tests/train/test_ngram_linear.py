@@ -63,6 +63,7 @@ def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
 def test_ngram_linear_choice_is_made_on_validation(tmp_path):
     out = tmp_path / "chosen"
     grid = ("--set", "train.ngram_linear_c=[0.1, 1.0]", "--set", "train.ngram_linear_scale=[0.5, 4.0]")
+    grid += ("--set", "train.linear_cv_below=0")  # every setting on validation, however few its documents
     result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)
     assert result.exit_code == 0, result.output
     chosen = json.loads(result.stdout)["fitted_after_training"]
@@ -125,10 +126,67 @@ def test_without_validation_the_linear_classifier_takes_the_middle_of_its_grids(
     out = tmp_path / "all"
     args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out, *TWO_STEPS)
     linear = ("--set", "model.ngram_linear=true", "--set", "train.deep_weights=[1.0]")
-    result = run_cli(*args, *linear, "--set", "data.valid_fraction=0", "--set", "train.class_weight=balanced")
+    no_cv = ("--set", "train.linear_cv_below=0")
+    result = run_cli(*args, *linear, *no_cv, "--set", "data.valid_fraction=0", "--set", "train.class_weight=balanced")
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert (fitted["tf"], fitted["c"], fitted["class_weight"], fitted["scale"]) == ("binary", 3.0, "balanced", 4.0)
+
+
+def _bags(informative: bool, n: int = 60, seed: int = 0):
+    """n documents of 3 balanced classes as sparse bags: class-specific columns when
+    `informative`, else columns drawn at random whatever the class."""
+    from scipy.sparse import csr_matrix
+
+    rng = np.random.default_rng(seed)
+    targets = np.arange(n) % 3
+    x = rng.random((n, 30)) * (rng.random((n, 30)) < 0.2)
+    if informative:
+        x[np.arange(n), targets * 10 + rng.integers(0, 3, n)] += 1.0
+    return csr_matrix(x.astype(np.float32)), targets
+
+
+def test_cross_validation_chooses_the_setting_whose_held_out_folds_score_best():
+    """The TF whose bags tell the classes apart wins though the other comes first in the grid
+    (the first would win a tie), and the score is the out-of-fold macro-F1 of the winner."""
+    from hdc.train.ngram_linear import cross_validate_linear
+
+    noise, targets = _bags(informative=False)
+    signal, _ = _bags(informative=True)
+    settings = [("sublinear", 1.0, "none"), ("binary", 1.0, "none")]
+    setting, score = cross_validate_linear({"sublinear": noise, "binary": signal}, targets, 3, settings, seed=0)
+    assert setting == ("binary", 1.0, "none") and score > 0.6  # chance: 1/3
+    same, _ = cross_validate_linear({"sublinear": signal, "binary": signal}, targets, 3, settings, seed=0)
+    assert same == settings[0]  # a tie goes to the first
+
+
+def test_cross_validation_needs_two_documents_of_every_class():
+    from hdc.train.ngram_linear import cross_validate_linear
+
+    x, targets = _bags(informative=True, n=7)
+    targets[-1] = 3  # a class with one document: no stratified split holds it out and trains on it
+    assert cross_validate_linear({"binary": x}, targets, 4, [("binary", 1.0, "none")] * 2, seed=0) is None
+
+
+def test_with_few_validation_documents_cross_validation_chooses_the_linear_settings(tmp_path):
+    """Fewer validation documents than train.linear_cv_below: one linear setting is fitted, the
+    cross-validated one, and validation then scores only the deep weights and scales; with no
+    validation at all, the cross-validated setting is taken at the middle scale."""
+    out = tmp_path / "cv"
+    grid = ("--set", "model.ngram_linear=true", "--set", "train.ngram_linear_c=[0.1, 1.0]")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, *grid, "--set", "train.linear_cv_below=1000")
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)["fitted_after_training"]
+    assert 0 <= fitted["linear_cv_macro_f1"] <= 1 and "valid_macro_f1_after" in fitted
+    assert "cross-validation of 4 settings on the training split" in result.stderr
+    assert "linear classifier: 1 fits" in result.stderr
+
+    out = tmp_path / "cv-alone"
+    args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out, *TWO_STEPS)
+    result = run_cli(*args, *grid, "--set", "data.valid_fraction=0")
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)["fitted_after_training"]
+    assert "linear_cv_macro_f1" in fitted and fitted["scale"] == 4.0 and "valid_macro_f1_after" not in fitted
 
 
 def test_the_linear_classifier_reads_training_documents_past_max_tokens(tmp_path):
