@@ -209,6 +209,9 @@ def cmd_hdc(args) -> None:
         runs = []
         for seed in args.seeds.split(","):
             out = OUT / TRAINED_AS.get(corpus, corpus) / f"{args.name}-seed{seed}"
+            source = OUT / TRAINED_AS.get(corpus, corpus) / f"{args.copy_of}-seed{seed}" if args.copy_of else None
+            if source is not None and not out.exists():  # the same network, to be fitted afresh
+                shutil.copytree(source, out)
             data = CORPORA / corpus
             start = time.perf_counter()
             reuse = (args.reuse or args.refit or corpus in TRAINED_AS) and (out / "summary.json").exists()
@@ -223,7 +226,8 @@ def cmd_hdc(args) -> None:
             if reuse and args.refit:
                 from hdc.train.recipe import refit
 
-                refit(out, data / "train.jsonl", data / "valid.jsonl", _fit_defaults())
+                sets = tuple(value for flag, value in zip(args.extra, args.extra[1:]) if flag == "--set")
+                refit(out, data / "train.jsonl", data / "valid.jsonl", _fit_defaults() + sets)
             report = subprocess.run(
                 [sys.executable, "-m", "hdc.cli", "evaluate", str(out), str(data / "test.jsonl"), "--json"],
                 capture_output=True,
@@ -276,7 +280,8 @@ def _fit_defaults() -> tuple[str, ...]:
 
     keys = ("deep_weights", "ngram_linear_tf", "ngram_linear_c", "ngram_linear_class_weight", "ngram_linear_scale")
     defaults = TrainConfig()
-    values = {key: list(getattr(defaults, key)) for key in keys} | {"threshold_folds": defaults.threshold_folds}
+    values = {key: list(getattr(defaults, key)) for key in keys}
+    values |= {key: getattr(defaults, key) for key in ("threshold_folds", "linear_cv_below")}
     return tuple(f"train.{key}={json.dumps(value)}" for key, value in values.items())
 
 
@@ -342,8 +347,11 @@ def main() -> None:
     h.add_argument("--seeds", default="1,2,3")
     h.add_argument("--name", default="hdc", help="the method's name in results.json")
     h.add_argument("--reuse", action="store_true", help="score a seed's finished run instead of training it again")
-    refit = "as --reuse, after fitting the mix again with today's defaults (hdc.train.refit)"
+    refit = (
+        "as --reuse, after fitting the mix again with today's defaults and the --set options after -- (hdc.train.refit)"
+    )
     h.add_argument("--refit", action="store_true", help=refit)
+    h.add_argument("--copy-of", help="with --refit: start each seed's run as a copy of this method's, e.g. hdc")
     h.add_argument("extra", nargs="*", help="more hdc train options, after --")
     args = parser.parse_args()
     {"baselines": cmd_baselines, "hdc": cmd_hdc}[args.command](args)
