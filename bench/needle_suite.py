@@ -4,6 +4,7 @@
     python bench/needle_suite.py baselines            # fit the keyword rule and the TF-IDF SVM
     python bench/needle_suite.py train --recipe needle-yaml   # hdc train --config configs/needle.yaml
     python bench/needle_suite.py run --lengths 4096,65536 --methods rule,svm,hdc-needle-yaml
+    python bench/needle_suite.py seeds --methods hdc-default   # mean over hdc-default, -seed2, -seed3
     python bench/needle_suite.py swap --tasks verdict   # test needles with training templates or words
     python bench/needle_suite.py refit --into hdc-default-refit   # mix and temperature again, today's code
 
@@ -342,6 +343,45 @@ def cmd_run(args) -> None:
     update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
 
 
+def cmd_seeds(args) -> None:
+    """The mean over seeds of `run`'s cells: for each method, the run trained with the recipe's
+    seed (13, the default's) and those trained with --seed N (method-seedN), stored as
+    <method>-seeds with the spread (max - min) and each seed's accuracy."""
+    results = json.loads((OUT / "results.json").read_text())
+    seeds = [int(x) for x in args.seeds.split(",")]
+    measured = []
+    for name in _tasks(args.tasks):
+        for tokens, cells in results[name].items():
+            for method in args.methods.split(","):
+                runs = {seed: cells.get(method if seed == 13 else f"{method}-seed{seed}") for seed in seeds}
+                if not all(runs.values()):
+                    continue
+                accuracy = np.array([r["accuracy"] for r in runs.values()])
+                labels = sorted(set().union(*(r["recall"] for r in runs.values())))
+                cells[f"{method}-seeds"] = {
+                    "accuracy": round(float(accuracy.mean()), 4),
+                    "accuracy_spread": round(float(accuracy.max() - accuracy.min()), 4),
+                    "seeds": {str(seed): r["accuracy"] for seed, r in runs.items()},
+                    "recall": {
+                        c: round(float(np.mean([r["recall"].get(c, 0.0) for r in runs.values()])), 4) for c in labels
+                    },
+                    "docs": runs[seeds[0]]["docs"],
+                }
+                measured.append(f"{name}.{tokens}.{method}-seeds")
+                print(
+                    f"{name:9} {tokens:>9} {method}: {accuracy.mean():.3f} (seeds {accuracy.round(3).tolist()})",
+                    file=sys.stderr,
+                )
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    meta = {
+        "command": "python bench/needle_suite.py seeds " + " ".join(sys.argv[2:]),
+        "date": today(),
+        "machine": machine(),
+        "commit": commit(),
+    }
+    update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
+
+
 def cmd_swap(args) -> None:
     """What a model fails on: test documents whose needles take the training side's templates or
     slot words, one at a time (40 documents of 2,000 tokens each)."""
@@ -383,7 +423,7 @@ def cmd_refit(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("data", "baselines", "train", "run", "worker", "swap", "refit"):
+    for command in ("data", "baselines", "train", "run", "seeds", "worker", "swap", "refit"):
         p = sub.add_parser(command)
         p.add_argument("--tasks", help=f"comma-separated; default {','.join(SUITE)} (held out: {HELD_OUT})")
     sub.choices["train"].add_argument("--recipe", choices=sorted(RECIPES), default="needle-yaml")
@@ -394,6 +434,8 @@ def main() -> None:
     sub.choices["run"].add_argument("--methods", default="rule,svm,hdc-needle-yaml")
     sub.choices["run"].add_argument("--docs", type=int)
     sub.choices["run"].add_argument("--threads", type=int, default=2)
+    sub.choices["seeds"].add_argument("--methods", default="hdc-default")
+    sub.choices["seeds"].add_argument("--seeds", default="13,2,3", help="13: the run without --seed")
     sub.choices["swap"].add_argument("--method", default="hdc-needle-yaml")
     sub.choices["refit"].add_argument("--method", default="hdc-default")
     sub.choices["refit"].add_argument("--into", required=True, help="the copy's name, e.g. hdc-default-refit")
@@ -413,6 +455,7 @@ def main() -> None:
             "baselines": cmd_baselines,
             "train": cmd_train,
             "run": cmd_run,
+            "seeds": cmd_seeds,
             "swap": cmd_swap,
             "refit": cmd_refit,
         }
