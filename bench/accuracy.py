@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import commit, machine, today, update_results  # noqa: E402
+from common import RESULTS, commit, machine, today, update_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT / "bench" / "out" / "corpora"
@@ -193,8 +193,10 @@ def _fasttext(corpus: str, train, valid, test) -> dict:
 def _store(corpus: str, results: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{corpus}.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    merged |= results
+    # The corpus's rows in results.json, then this machine's, then the new ones: a row measured
+    # elsewhere (a baseline, another method) is kept, not dropped for missing from bench/out.
+    merged = json.loads(RESULTS.read_text()).get("accuracy", {}).get(corpus, {}) if RESULTS.exists() else {}
+    merged |= (json.loads(path.read_text()) if path.exists() else {}) | results
     path.write_text(json.dumps(merged, indent=1))
     update_results("accuracy", {corpus: merged}, _meta() | {"commit": commit()}, [f"{corpus}.{m}" for m in results])
 
