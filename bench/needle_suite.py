@@ -334,13 +334,18 @@ def cmd_run(args) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+    _store(results, _tasks(args.tasks), measured)
+
+
+def _store(results: dict, tasks: list[str], measured: list[str]) -> None:
+    """The tasks' cells into bench/results.json, `measured` ones stamped with this command."""
     meta = {
-        "command": "python bench/needle_suite.py run " + " ".join(sys.argv[2:]),
+        "command": "python bench/needle_suite.py " + " ".join(sys.argv[1:]),
         "date": today(),
         "machine": machine(),
         "commit": commit(),
     }
-    update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
+    update_results("needle_suite", {name: results[name] for name in tasks}, meta, measured)
 
 
 def cmd_seeds(args) -> None:
@@ -373,13 +378,7 @@ def cmd_seeds(args) -> None:
                     file=sys.stderr,
                 )
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    meta = {
-        "command": "python bench/needle_suite.py seeds " + " ".join(sys.argv[2:]),
-        "date": today(),
-        "machine": machine(),
-        "commit": commit(),
-    }
-    update_results("needle_suite", {name: results[name] for name in _tasks(args.tasks)}, meta, measured)
+    _store(results, _tasks(args.tasks), measured)
 
 
 def cmd_swap(args) -> None:
