@@ -233,16 +233,14 @@ def cross_validate_linear(
         return None
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(targets)), targets))
 
-    def fold(task: tuple[tuple[str, float, str], np.ndarray, np.ndarray]) -> np.ndarray:
-        (tf, c, w), fitted, held = task
+    def fold(setting: tuple[str, float, str], fitted: np.ndarray, held: np.ndarray) -> np.ndarray:
+        tf, c, w = setting
         weights, bias = fit_linear(features[tf][fitted], targets[fitted], num_classes, False, c, w == "balanced")
-        return (features[tf][held] @ weights + bias).argmax(1)
+        return features[tf][held] @ weights + bias
 
-    predicted = {setting: np.zeros(len(targets), np.int64) for setting in settings}
-    tasks = [(setting, *split) for setting in settings for split in splits]
     _progress(f"linear classifier: {folds}-fold cross-validation of {len(settings)} settings on the training split")
-    for (setting, _, held), labels in _run_all(fold, tasks, "cross-validation fit", lambda task: _describe(task[0])):
-        predicted[setting][held] = labels
+    held_out = out_of_fold_scores(fold, settings, splits, len(targets), _describe)
+    predicted = {setting: held_out[setting].argmax(1) for setting in settings}
     names = [str(i) for i in range(num_classes)]
     scored = [(scores(targets, predicted[s], names, False)["macro_f1"], s) for s in settings]
     best = max(scored, key=lambda item: item[0])  # max keeps the first of equal items
@@ -267,16 +265,12 @@ def label_thresholds(
         return cs[0], np.zeros(num_labels, np.float32)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(n)))
 
-    def fold(task: tuple[float, np.ndarray, np.ndarray]) -> np.ndarray:
-        c, fitted, held = task
+    def fold(c: float, fitted: np.ndarray, held: np.ndarray) -> np.ndarray:
         weights, bias = fit_linear(features[fitted], targets[fitted], num_labels, True, c, balanced)
         return features[held] @ weights + bias
 
-    held_out = {c: np.zeros(targets.shape, np.float32) for c in cs}
-    tasks = [(c, *split) for c in cs for split in splits]
     _progress(f"label thresholds: {folds}-fold cross-validation of C {', '.join(f'{c:g}' for c in cs)}")
-    for (c, _, held), scores_ in _run_all(fold, tasks, "cross-validation fit", lambda task: f"C={task[0]:g}"):
-        held_out[c][held] = scores_
+    held_out = out_of_fold_scores(fold, cs, splits, n, lambda c: f"C={c:g}")
     best = None
     for c in cs:
         thresholds, f1s = np.zeros(num_labels, np.float32), []
@@ -293,6 +287,18 @@ def label_thresholds(
         if best is None or score > best[0]:
             best = (score, c, thresholds)
     return best[1], best[2]
+
+
+def out_of_fold_scores(fold, settings: list, splits: list, n: int, describe) -> dict:
+    """{setting: [N, C] each of the n documents' scores from fold(setting, fitted, held), the fit
+    of that setting on the folds that do not hold it}, for every setting and split."""
+    held_out = {}
+    tasks = [(setting, *split) for setting in settings for split in splits]
+    for (setting, _, held), scored in _run_all(
+        lambda task: fold(*task), tasks, "cross-validation fit", lambda task: describe(task[0])
+    ):
+        held_out.setdefault(setting, np.zeros((n, scored.shape[1]), np.float32))[held] = scored
+    return held_out
 
 
 def _run_all(work, tasks: list, name: str, describe) -> list:
