@@ -350,10 +350,14 @@ def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, 
     return best if best[0] >= alone else (alone, NETWORK_ALONE)
 
 
+# The temperatures fit_temperature tries: a log grid, 241 points from 0.05 to 20.
+TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The T in [0.05, 20] (a log grid) whose softmax(logits / T) gives the least log-loss on
-    validation, against targets smoothed by the rule of succession: of n documents, the true class
-    gets 1 - 1/(n + 2) and the other classes share the rest.
+    """The T of TEMPERATURES whose softmax(logits / T) gives the least log-loss on validation,
+    against targets smoothed by the rule of succession: of n documents, the true class gets
+    1 - 1/(n + 2) and the other classes share the rest.
 
     Against one-hot targets a validation split with no error has no best T: the loss falls for
     ever as T shrinks, and the fit went to the grid's end (T = 0.05 on the long-document suite's
@@ -364,9 +368,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     rest = 1.0 / (n + 2)
     soft = np.full((n, classes), rest / max(classes - 1, 1))
     soft[np.arange(n), targets] = 1.0 - rest
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
-    losses = [-(soft * log_softmax(logits / T, axis=1)).sum(1).mean() for T in grid]
-    return float(grid[int(np.argmin(losses))])
+    losses = [-(soft * log_softmax(logits / T, axis=1)).sum(1).mean() for T in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
 
 
 @torch.no_grad()
