@@ -85,6 +85,8 @@ def cmd_dump(args) -> None:
 
 
 def _macro_f1(z: np.ndarray, y: np.ndarray, classes: int) -> float:
+    """Macro-F1 of argmax(z) over the classes present in y. Not hdc.metrics.scores: a compare
+    calls this about 200,000 times, where scikit-learn's would add minutes."""
     predicted = z.argmax(1)
     f1 = []
     for k in range(classes):
