@@ -31,7 +31,7 @@ from scipy.special import log_softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import commit, machine, today, update_results  # noqa: E402
 
-from hdc.train.ngram_linear import TEMPERATURES  # noqa: E402
+from hdc.train.ngram_linear import TEMPERATURES, smoothed_targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "bench" / "out" / "accuracy"
@@ -42,23 +42,17 @@ SPLITS = 200
 
 def cmd_dump(args) -> None:
     from hdc.checkpoint import model_from_checkpoint, read_checkpoint
-    from hdc.data import load_examples
     from hdc.schema import RunLayout
-    from hdc.train.batches import DocumentData
     from hdc.train.ngram_linear import _logits, _run_all, fit_linear, ngram_matrix
-    from hdc.train.recipe import _encode, _read_further
+    from hdc.train.recipe import read_as_trained
 
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.runs.split(","):
         corpus, run_name = name.split("/")
         run = RunLayout(RUNS / corpus / run_name)
         model, info = model_from_checkpoint(read_checkpoint(run.best), run.best)
-        t, d, segmenter = info.config.train, info.config.data, info.segmenter()
-        examples = [
-            load_examples(CORPORA / corpus / f"{s}.jsonl", d.text_column, d.label_column) for s in ("train", "valid")
-        ]
-        data = DocumentData(*(_encode(e, segmenter, info, d.max_tokens) for e in examples), info.config)
-        bags = _read_further(*examples, data, segmenter, info)
+        t = info.config.train
+        data, bags = read_as_trained(info, *(CORPORA / corpus / f"{s}.jsonl" for s in ("train", "valid")))
         model.set(deep_scale=1.0, temperature=1.0, ngram_linear=0.0, ngram_linear_bias=0.0)
         network = _logits(model, data.valid_set)
         settings = [
@@ -100,9 +94,7 @@ def _macro_f1(z: np.ndarray, y: np.ndarray, classes: int) -> float:
 def _measures(z: np.ndarray, y: np.ndarray, classes: int) -> dict:
     """What the rules look at, for one candidate's logits z [N, C] on the choosing half."""
     n = len(y)
-    rest = 1.0 / (n + 2)  # the smoothing of fit_temperature (hdc/train/ngram_linear.py)
-    soft = np.full((n, classes), rest / max(classes - 1, 1))
-    soft[np.arange(n), y] = 1.0 - rest
+    soft = smoothed_targets(y, classes)  # as fit_temperature smooths them
     scaled = z[None] / TEMPERATURES[:, None, None]  # [T, N, C]
     per_document = -(soft * log_softmax(scaled, axis=2)).sum(2)  # [T, N]
     weight = 1.0 / np.bincount(y, minlength=classes)[y]

@@ -354,20 +354,26 @@ def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, 
 TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
 
 
+def smoothed_targets(targets: np.ndarray, classes: int) -> np.ndarray:
+    """[N, C] targets smoothed by the rule of succession: of n documents, the true class gets
+    1 - 1/(n + 2) and the other classes share the rest."""
+    n = len(targets)
+    rest = 1.0 / (n + 2)
+    soft = np.full((n, classes), rest / max(classes - 1, 1))
+    soft[np.arange(n), targets] = 1.0 - rest
+    return soft
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The T of TEMPERATURES whose softmax(logits / T) gives the least log-loss on validation,
-    against targets smoothed by the rule of succession: of n documents, the true class gets
-    1 - 1/(n + 2) and the other classes share the rest.
+    against smoothed_targets.
 
     Against one-hot targets a validation split with no error has no best T: the loss falls for
     ever as T shrinks, and the fit went to the grid's end (T = 0.05 on the long-document suite's
     deadline task, bench/RESULTS.md), which gives p = 1.000 to any document, one unlike anything
     in training included. Smoothed, the split's mean confidence ends near 1 - 1/(n + 2), the
     accuracy that n right answers out of n support."""
-    n, classes = logits.shape
-    rest = 1.0 / (n + 2)
-    soft = np.full((n, classes), rest / max(classes - 1, 1))
-    soft[np.arange(n), targets] = 1.0 - rest
+    soft = smoothed_targets(targets, logits.shape[1])
     losses = [-(soft * log_softmax(logits / T, axis=1)).sum(1).mean() for T in TEMPERATURES]
     return float(TEMPERATURES[int(np.argmin(losses))])
 

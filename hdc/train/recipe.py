@@ -276,6 +276,22 @@ def _train(
     return summary
 
 
+def read_as_trained(
+    info: ModelInfo, train_path: str | Path, valid_path: str | Path
+) -> tuple[DocumentData, DocumentData]:
+    """The training and validation files read as training read them for `info`'s model: what
+    the network saw, and what the linear classifier saw (_read_further)."""
+    d, segmenter = info.config.data, info.segmenter()
+    train_examples, valid_examples = (
+        load_examples(path, d.text_column, d.label_column) for path in (train_path, valid_path)
+    )
+    data = DocumentData(
+        *(_encode(examples, segmenter, info, d.max_tokens) for examples in (train_examples, valid_examples)),
+        info.config,
+    )
+    return data, _read_further(train_examples, valid_examples, data, segmenter, info)
+
+
 def refit(out: str | Path, train_path: str | Path, valid_path: str | Path, overrides: tuple[str, ...] = ()) -> dict:
     """Fit the parts set after training (fit_after_training) again on a finished run in `out`,
     on the data it was trained on, read as training read it, with the run's config changed by
@@ -284,16 +300,7 @@ def refit(out: str | Path, train_path: str | Path, valid_path: str | Path, overr
     run = RunLayout(Path(out))
     _, info = model_from_checkpoint(read_checkpoint(run.best), run.best)
     info = replace(info, config=config_from_dict(apply_overrides(config_to_dict(info.config), overrides)))
-    d, segmenter = info.config.data, info.segmenter()
-
-    train_examples, valid_examples = (
-        load_examples(path, d.text_column, d.label_column) for path in (train_path, valid_path)
-    )
-    data = DocumentData(
-        *(_encode(examples, segmenter, info, d.max_tokens) for examples in (train_examples, valid_examples)),
-        info.config,
-    )
-    bags = _read_further(train_examples, valid_examples, data, segmenter, info)
+    data, bags = read_as_trained(info, train_path, valid_path)
     summary = json.loads(run.summary.read_text(encoding="utf-8"))
     summary["fitted_after_training"] = fit_after_training(run.best, data, info, bags)
     summary["refit_overrides"] = list(overrides)
