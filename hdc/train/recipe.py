@@ -280,7 +280,8 @@ def read_as_trained(
     info: ModelInfo, train_path: str | Path, valid_path: str | Path
 ) -> tuple[DocumentData, DocumentData]:
     """The training and validation files read as training read them for `info`'s model: what
-    the network saw, and what the linear classifier saw (_read_further)."""
+    the network saw, and what the linear classifier saw (_read_further; the same data where
+    the model has no linear classifier, as in training)."""
     d, segmenter = info.config.data, info.segmenter()
     train_examples, valid_examples = (
         load_examples(path, d.text_column, d.label_column) for path in (train_path, valid_path)
@@ -289,6 +290,8 @@ def read_as_trained(
         *(_encode(examples, segmenter, info, d.max_tokens) for examples in (train_examples, valid_examples)),
         info.config,
     )
+    if not info.config.model.ngram_linear:
+        return data, data
     return data, _read_further(train_examples, valid_examples, data, segmenter, info)
 
 
