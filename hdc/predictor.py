@@ -20,7 +20,7 @@ from .data import BadInput, Document
 from .errors import HdcError
 from .runtime import load_bundle
 from .schema import ModelInfo, checkpoint_file, chosen_labels, is_bundle, logits_to_probabilities
-from .stream import Backend, DocumentState, Progress, collate, run_document
+from .stream import Backend, DocumentState, Progress, collate, read_ahead, run_document
 from .text import Segments
 
 LONG_DOCUMENT_CHARS = 1 << 22  # files larger than this are streamed without being read whole
@@ -28,6 +28,9 @@ LONG_DOCUMENT_CHARS = 1 << 22  # files larger than this are streamed without bei
 # [B, U, E] block of table rows, 16 MB at this cap with E = 64; one run for 450 short documents
 # padded to their widest bag took 2.2 GB of peak RSS (0.7 GB with the cap).
 HEAD_BAG_ENTRIES = 1 << 16
+# An input as read: (item, its segments, None), or (item, None, why it failed), or (item, None,
+# None) for a file too large to read whole, which is streamed.
+Read = tuple[Document | BadInput, Segments | None, str | None]
 
 
 @dataclass
@@ -74,28 +77,23 @@ class Predictor:
         """Outcomes in input order. A batch holds consecutive short documents up to
         settings.batch_tokens tokens; longer documents are streamed in blocks of
         settings.block_tokens. With weights=True, short documents also return their segments
-        (with offsets) and every level's weights."""
+        (with offsets) and every level's weights. The next batch's documents are read and
+        tokenized while this one runs (stream.read_ahead)."""
         batch_tokens, block_tokens = self.settings.batch_tokens, self.settings.block_tokens
         pending: list[tuple[Document, Segments]] = []
-        for item in items:
-            if isinstance(item, BadInput):
+        reads = (self._read(item, weights) for item in items)
+        for item, segments, error in read_ahead(reads, _read_tokens, budget=batch_tokens):
+            if error is not None:
                 yield from self._flush(pending, batch_tokens, weights, keep_sentences)
-                yield Outcome(item, error=item.error)
-                continue
-            try:
-                if item.size > LONG_DOCUMENT_CHARS:
+                yield Outcome(item, error=error)
+            elif segments is None:  # a large file: streamed from disk, never read whole
+                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+                try:
                     blocks = self.segmenter.blocks(item.chunks(), block_tokens, offsets=weights)
-                    yield from self._flush(pending, batch_tokens, weights, keep_sentences)
-                    yield self._stream(item, blocks, keep_sentences, progress)
-                    continue
-                segments = self.segmenter.segment(item.read(), offsets=weights)
-            except (OSError, ValueError) as e:
-                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
-                yield Outcome(item, error=f"cannot read: {e}")
-                continue
-            if segments.num_tokens == 0:
-                yield from self._flush(pending, batch_tokens, weights, keep_sentences)
-                yield Outcome(item, error="empty after cleaning: the text has no tokens")
+                    outcome = self._stream(item, blocks, keep_sentences, progress)
+                except (OSError, ValueError) as e:  # the file failed while it was read
+                    outcome = Outcome(item, error=f"cannot read: {e}")
+                yield outcome
             elif segments.num_tokens > block_tokens:
                 yield from self._flush(pending, batch_tokens, weights, keep_sentences)
                 yield self._stream(item, segments.blocks(block_tokens), keep_sentences, progress)
@@ -104,6 +102,20 @@ class Predictor:
                 if sum(s.num_tokens for _, s in pending) >= batch_tokens:
                     yield from self._flush(pending, batch_tokens, weights, keep_sentences)
         yield from self._flush(pending, batch_tokens, weights, keep_sentences)
+
+    def _read(self, item: Document | BadInput, weights: bool) -> Read:
+        """The input read and cut into segments (in the read-ahead thread), or why it failed."""
+        if isinstance(item, BadInput):
+            return item, None, item.error
+        try:
+            if item.size > LONG_DOCUMENT_CHARS:
+                return item, None, None
+            segments = self.segmenter.segment(item.read(), offsets=weights)
+        except (OSError, ValueError) as e:
+            return item, None, f"cannot read: {e}"
+        if segments.num_tokens == 0:
+            return item, None, "empty after cleaning: the text has no tokens"
+        return item, segments, None
 
     def _stream(self, item: Document, blocks: Iterable[Segments], keep_sentences: int, progress: bool) -> Outcome:
         meter = Progress(item.name, enabled=progress)
@@ -181,6 +193,10 @@ class Predictor:
                 weights=extra.get(i),
             )
         pending.clear()
+
+
+def _read_tokens(read: Read) -> int:
+    return read[1].num_tokens if read[1] is not None else 0
 
 
 def _bag_width(inputs: dict[str, np.ndarray]) -> int:

@@ -17,10 +17,12 @@ block state (`encode`) and a merged state into logits (`classify`), all as numpy
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -281,11 +283,19 @@ class Progress:
         print(f"{self.name}: {tokens:,} tokens, {rate:,.0f} tokens/s", end=end, file=sys.stderr, flush=True)
 
 
+# Blocks cut ahead of the one being encoded. A long text is tokenized a chunk (hdc.data.CHUNK_BYTES,
+# about 4 blocks) at a time, so with 4 the next chunk's tokenizing overlaps this chunk's blocks:
+# on a 1M-token document at 1 thread, 1.13x the tokens/s of no read-ahead, 1.02x at 2 threads.
+READ_AHEAD_BLOCKS = 4
+
+
 def run_document(
     backend: Backend, blocks: Iterable[Segments], state: DocumentState, progress: Progress | None = None
 ) -> DocumentState:
-    """Stream the blocks of one document through `backend.encode` and merge them into `state`."""
-    for block in blocks:
+    """Stream the blocks of one document through `backend.encode` and merge them into `state`.
+    The next blocks are cut and tokenized while this one is encoded, up to READ_AHEAD_BLOCKS
+    ahead, so memory stays bounded by the block size."""
+    for block in read_ahead(blocks, lambda b: 1, budget=READ_AHEAD_BLOCKS):
         if block.num_phrases == 0:
             continue
         outputs = backend.encode(collate([block], [state.selectable(block)]))
@@ -295,3 +305,56 @@ def run_document(
     if progress:
         progress.update(state.tokens, final=True)
     return state
+
+
+Item = TypeVar("Item")
+
+
+def read_ahead(items: Iterable[Item], cost: Callable[[Item], int], budget: int) -> Iterator[Item]:
+    """`items` in order, produced by a background thread that runs ahead of the consumer until
+    the items waiting for it cost `budget` or more. Reading and tokenizing the next documents
+    (the tokenizer and numpy leave the GIL) then overlaps the model's run on these (ONNX Runtime
+    and torch leave it too), where before one core idled while the other did either. An
+    exception in `items` is raised here, where its item would have been; closing this iterator
+    stops the thread before its next item."""
+    ready = threading.Condition()
+    waiting: deque[tuple[Item | None, int, BaseException | None]] = deque()  # item, its cost, or the end
+    ahead, stopped = [0], [False]  # the cost waiting; whether the consumer has gone
+
+    def produce() -> None:
+        error = None
+        try:
+            for item in items:
+                c = max(1, cost(item))  # so that free items cannot run ahead without end
+                with ready:
+                    while ahead[0] >= budget and not stopped[0]:
+                        ready.wait()
+                    if stopped[0]:
+                        return
+                    waiting.append((item, c, None))
+                    ahead[0] += c
+                    ready.notify_all()
+        except BaseException as e:  # handed to the consumer, which raises it
+            error = e
+        with ready:
+            waiting.append((None, -1, error))  # the end
+            ready.notify_all()
+
+    threading.Thread(target=produce, name="hdc-read-ahead", daemon=True).start()
+    try:
+        while True:
+            with ready:
+                while not waiting:
+                    ready.wait()
+                item, c, error = waiting.popleft()
+                ahead[0] -= max(c, 0)
+                ready.notify_all()
+            if error is not None:
+                raise error
+            if c < 0:
+                return
+            yield item
+    finally:
+        with ready:
+            stopped[0] = True
+            ready.notify_all()

@@ -1,4 +1,5 @@
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hdc.checkpoint import TorchBackend
 from hdc.config import ModelConfig
 from hdc.model import HierarchicalClassifier
 from hdc.schema import NEG, NGRAM_INPUTS
-from hdc.stream import DocumentState, collate, first_occurrences, run_document
+from hdc.stream import DocumentState, collate, first_occurrences, read_ahead, run_document
 from hdc.text import Segmenter, Segments, ngram_bag, train_tokenizer
 
 
@@ -183,3 +184,36 @@ def test_million_token_document_through_predict(tiny_run, tmp_path):
     assert "tokens/s" in result.stderr  # progress for a long document
     final = [line for line in result.stderr.splitlines() if "tokens/s" in line][-1]
     assert int(final.split(": ")[1].split(" tokens")[0].replace(",", "")) >= 1_000_000
+
+
+def test_read_ahead_keeps_order_and_raises_the_source_error_in_its_place():
+    def source():
+        yield from range(5)
+        raise ValueError("bad input 5")
+
+    got = []
+    with pytest.raises(ValueError, match="bad input 5"):
+        for item in read_ahead(source(), cost=lambda x: 1, budget=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_stops_within_its_budget_when_closed():
+    """An endless source read 3 items ahead at most: closed after its first item, the reader
+    stops having produced a handful, not without end."""
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    items = read_ahead(endless(), cost=lambda x: 1, budget=3)
+    assert next(items) == 0
+    items.close()
+    for thread in threading.enumerate():
+        if thread.name == "hdc-read-ahead":
+            thread.join(timeout=60)  # a safety net: the assert below is on counts, not on time
+            assert not thread.is_alive()
+    # the first item, 3 waiting, one in the reader's hands when it stopped
+    assert len(produced) <= 1 + 3 + 1
