@@ -48,6 +48,10 @@ class TimedBackend:
     def __init__(self, backend):
         self.backend, self.seconds = backend, 0.0
 
+    @property
+    def reads_ahead(self) -> bool:
+        return self.backend.reads_ahead
+
     def encode(self, inputs):
         start = time.perf_counter()
         out = self.backend.encode(inputs)

@@ -7,6 +7,7 @@ weights, the model's under the prefix `WEIGHTS` (hdc.train.module keeps the mode
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -103,6 +104,14 @@ class TorchBackend:
         self.model = model.eval()
         if threads:
             torch.set_num_threads(threads)
+
+    @property
+    def reads_ahead(self) -> bool:
+        """Only with a core to spare: torch's OpenMP workers spin between ops, so with every
+        core theirs a reader thread slowed news from 3.7 to 4.0 s; at 1 thread of 2 it sped it
+        from 5.3 to 3.9 s (bench/RESULTS.md)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return torch.get_num_threads() < cores
 
     @torch.inference_mode()
     def encode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -77,12 +77,14 @@ class Predictor:
         """Outcomes in input order. A batch holds consecutive short documents up to
         settings.batch_tokens tokens; longer documents are streamed in blocks of
         settings.block_tokens. With weights=True, short documents also return their segments
-        (with offsets) and every level's weights. The next batch's documents are read and
-        tokenized while this one runs (stream.read_ahead)."""
+        (with offsets) and every level's weights. Where the backend reads ahead, the next batch's
+        documents are read and tokenized while this one runs (stream.read_ahead)."""
         batch_tokens, block_tokens = self.settings.batch_tokens, self.settings.block_tokens
         pending: list[tuple[Document, Segments]] = []
-        reads = (self._read(item, weights) for item in items)
-        for item, segments, error in read_ahead(reads, _read_tokens, budget=batch_tokens):
+        reads: Iterable[Read] = (self._read(item, weights) for item in items)
+        if self.backend.reads_ahead:
+            reads = read_ahead(reads, _read_tokens, budget=batch_tokens)
+        for item, segments, error in reads:
             if error is not None:
                 yield from self._flush(pending, batch_tokens, weights, keep_sentences)
                 yield Outcome(item, error=error)

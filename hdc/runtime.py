@@ -34,6 +34,10 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 
 class OrtBackend:
+    # Its intra-op workers sleep between runs, and a run leaves the GIL, so a reader thread
+    # overlaps it: news at 2 threads 3.8 -> 3.4 s, at 1 thread 5.2 -> 3.7 s (bench/RESULTS.md).
+    reads_ahead = True
+
     def __init__(self, folder: Path, threads: int = 0):
         options, bundle = session_options(threads), BundleLayout(folder)
         try:

@@ -31,6 +31,10 @@ from .text import Segments, ngram_bag
 
 
 class Backend(Protocol):
+    # Whether the next inputs should be read and tokenized in a thread while this backend runs
+    # (read_ahead): yes where the reader gets a core the model leaves free.
+    reads_ahead: bool
+
     def encode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def classify(self, state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
@@ -293,9 +297,11 @@ def run_document(
     backend: Backend, blocks: Iterable[Segments], state: DocumentState, progress: Progress | None = None
 ) -> DocumentState:
     """Stream the blocks of one document through `backend.encode` and merge them into `state`.
-    The next blocks are cut and tokenized while this one is encoded, up to READ_AHEAD_BLOCKS
-    ahead, so memory stays bounded by the block size."""
-    for block in read_ahead(blocks, lambda b: 1, budget=READ_AHEAD_BLOCKS):
+    Where the backend reads ahead, the next blocks are cut and tokenized while this one is
+    encoded, up to READ_AHEAD_BLOCKS ahead, so memory stays bounded by the block size."""
+    if backend.reads_ahead:
+        blocks = read_ahead(blocks, lambda b: 1, budget=READ_AHEAD_BLOCKS)
+    for block in blocks:
         if block.num_phrases == 0:
             continue
         outputs = backend.encode(collate([block], [state.selectable(block)]))

@@ -89,6 +89,8 @@ def test_fewer_phrases_than_k(setup):
 class FakeBackend:
     """Scores chosen by the test, to check the top-K merge against a brute-force ranking."""
 
+    reads_ahead = True  # the merge must not depend on it
+
     def __init__(self, scores: np.ndarray, top_k: int):
         self.scores, self.top_k, self.offset = scores, top_k, 0
 
