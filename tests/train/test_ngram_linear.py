@@ -317,3 +317,20 @@ def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
     assert choose_mix(0.6, scored) == (0.7, first)  # the first of the best
     assert choose_mix(0.7, scored) == (0.7, first)  # a tie keeps the mix
     assert choose_mix(0.8, scored) == (0.8, NETWORK_ALONE)
+
+
+def test_rechoose_drops_the_network_where_thresholded_linear_scores_alone_do_better():
+    """Chosen with thresholds at 0, the network's weight 1 won; with the linear part's
+    thresholds in place, the network only adds false positives of the rare label, so weight 0
+    is chosen. On a tie the first pair stands."""
+    from hdc.train.ngram_linear import rechoose
+
+    targets = np.array([[1, 0], [1, 1], [0, 0], [1, 0]])
+    linear = np.where(targets == 1, 1.0, -1.0)  # thresholded: every decision right
+    network = np.array([[0.0, 3.0], [0.0, 0.0], [0.0, 3.0], [0.0, 3.0]])  # the rare label everywhere
+
+    def score(z):
+        return float(((z > 0) == (targets == 1)).mean())
+
+    assert rechoose(score, network, linear, (1.0, 1.0), (1.0, 0.0), (1.0, 2.0)) == (1.0, 0.0, 1.0)
+    assert rechoose(score, network, linear, (0.0, 2.0), (1.0, 0.0), (1.0, 2.0)) == (1.0, 0.0, 2.0)
