@@ -152,3 +152,20 @@ def class_weights(targets: np.ndarray, num_classes: int, multilabel: bool) -> to
         return torch.from_numpy(((len(targets) - positives) / np.maximum(positives, 1)).astype(np.float32))
     counts = np.bincount(targets, minlength=num_classes)
     return torch.from_numpy((len(targets) / (num_classes * np.maximum(counts, 1))).astype(np.float32))
+
+
+# Balanced class weights (train.class_weight auto, and the linear classifier's) are used only
+# where some class (multi-label: some label's positives or negatives) has more than this many
+# times the documents of another: closer, they are about 1.
+CLASS_WEIGHT_SPREAD = 2.0
+
+
+def uneven(targets: np.ndarray, multilabel: bool) -> bool:
+    """Whether some class has more than CLASS_WEIGHT_SPREAD times the training documents of
+    another; multi-label, whether some label is on or off in that many more documents. Classes
+    with no training documents have nothing to weigh."""
+    if multilabel:
+        columns = [np.array([p, len(targets) - p]) for p in targets.sum(0)]
+    else:
+        columns = [np.bincount(targets)]
+    return any(c[c > 0].max() > CLASS_WEIGHT_SPREAD * c[c > 0].min() for c in columns)

@@ -24,6 +24,7 @@ from ..model import LOG_TF, HierarchicalClassifier, ngram_weights
 from ..schema import ModelInfo, decide, logits_to_probabilities
 from ..text import Segments, ngram_bag
 from .batches import DocumentData, EncodedDocuments, bag_ngrams, collate_examples
+from .module import uneven
 
 
 def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.ndarray:
@@ -116,9 +117,6 @@ def fit_after_training(
 
 
 CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a temperature by chance
-# Balanced class weights are tried only where some class (multi-label: some label's positives or
-# negatives) has more than this many times the documents of another: closer, they are about 1.
-CLASS_WEIGHT_SPREAD = 2.0
 
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
@@ -329,17 +327,6 @@ def _describe(key: tuple[str, float, str]) -> str:
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def uneven(targets: np.ndarray, multilabel: bool) -> bool:
-    """Whether some class has more than CLASS_WEIGHT_SPREAD times the training documents of
-    another; multi-label, whether some label is on or off in that many more documents. Classes
-    with no training documents have nothing to weigh."""
-    if multilabel:
-        columns = [np.array([p, len(targets) - p]) for p in targets.sum(0)]
-    else:
-        columns = [np.bincount(targets)]
-    return any(c[c > 0].max() > CLASS_WEIGHT_SPREAD * c[c > 0].min() for c in columns)
 
 
 def _middle(values: tuple[float, ...]) -> float:

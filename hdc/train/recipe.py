@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
@@ -39,7 +40,7 @@ from ..io import write_atomic
 from ..schema import ModelInfo, RunLayout, targets
 from ..text import CHARS_PER_TOKEN, Segmenter, train_tokenizer
 from .batches import DocumentData, EncodedDocuments, steps_per_epoch
-from .module import SELECT, LitClassifier, class_weights
+from .module import CLASS_WEIGHT_SPREAD, SELECT, LitClassifier, class_weights, uneven
 from .ngram_linear import CALIBRATION_DOCUMENTS, fit_after_training, ngram_idf
 from .plumbing import (
     AtomicCheckpointIO,
@@ -138,6 +139,9 @@ def _train(
     config, adapted = fit_schedule(config, train_set)
     if adapted:
         print(f"train: a small corpus, so {adapted}", file=sys.stderr)
+    config, weighting = fit_class_weight(config, train_set.targets, multilabel)
+    if weighting:
+        print(f"train: {weighting}", file=sys.stderr)
     info, t = replace(info, config=config), config.train
     data = DocumentData(train_set, _encode(valid_examples, segmenter, info, d.max_tokens), config)
     write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -229,6 +233,7 @@ def _train(
     summary = {
         "best_checkpoint": str(run.best),
         **({"schedule_fitted": adapted} if adapted else {}),
+        **({"class_weight_fitted": weighting} if weighting else {}),
         **best_epoch(run.metrics),
         "epochs": trainer.current_epoch,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -336,6 +341,18 @@ def fit_schedule(config: Config, train_set: EncodedDocuments) -> tuple[Config, s
     ]
     config = replace(config, train=replace(t, step_tokens=step_tokens, warmup_steps=warmup))
     return config, ", ".join(changes)
+
+
+def fit_class_weight(config: Config, targets: np.ndarray, multilabel: bool) -> tuple[Config, str]:
+    """The config with train.class_weight "auto" resolved: "balanced" where the training classes
+    are uneven (module.uneven), else "none". Returns the config and why (empty when not auto)."""
+    if config.train.class_weight != "auto":
+        return config, ""
+    balanced = uneven(targets, multilabel)
+    weighting = "balanced" if balanced else "none"
+    why = "uneven" if balanced else f"within {CLASS_WEIGHT_SPREAD:g}x of each other"
+    config = replace(config, train=replace(config.train, class_weight=weighting))
+    return config, f"train.class_weight auto -> {weighting} (the classes' documents are {why})"
 
 
 _TEXT = re.compile(r"\S")

@@ -95,6 +95,18 @@ def test_balanced_class_weights_are_inverse_frequencies():
     assert torch.allclose(multi, torch.tensor([1 / 3, 3 / 1]))
 
 
+def test_classes_are_uneven_beyond_twice_the_documents_of_another():
+    import numpy as np
+
+    from hdc.train.module import uneven
+
+    assert not uneven(np.array([0] * 10 + [1] * 8 + [2] * 6), multilabel=False)  # within 2x
+    assert uneven(np.array([0] * 10 + [1] * 8 + [2] * 4), multilabel=False)
+    every = np.ones(20)  # a label on every document has nothing to weigh
+    assert not uneven(np.stack([every, np.arange(20) % 2], 1), multilabel=True)
+    assert uneven(np.stack([every, np.arange(20) % 5 == 0], 1), multilabel=True)  # on in 4 of 20
+
+
 def test_training_with_balanced_class_weights(tmp_path):
     result = run_cli(*tiny_train_args(tmp_path / "run"), *TWO_STEPS, "--set", "train.class_weight=balanced")
     assert result.exit_code == 0, result.output

@@ -110,16 +110,6 @@ def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_
     assert torch.allclose(bias, unshifted - shift, atol=1e-3)
 
 
-def test_balanced_class_weights_are_tried_only_where_classes_are_uneven():
-    from hdc.train.ngram_linear import uneven
-
-    assert not uneven(np.array([0] * 10 + [1] * 8 + [2] * 6), multilabel=False)  # within 2x
-    assert uneven(np.array([0] * 10 + [1] * 8 + [2] * 4), multilabel=False)
-    every = np.ones(20)  # a label on every document has nothing to weigh
-    assert not uneven(np.stack([every, np.arange(20) % 2], 1), multilabel=True)
-    assert uneven(np.stack([every, np.arange(20) % 5 == 0], 1), multilabel=True)  # on in 4 of 20
-
-
 def test_without_validation_the_linear_classifier_takes_the_middle_of_its_grids(tmp_path):
     """No validation to choose on: the first TF, the middle C and scale, and the class weights
     of train.class_weight."""

@@ -192,3 +192,23 @@ def test_token_swap_trains_a_different_model_from_the_same_seed(tmp_path):
     assert "token vectors: learnt from the training texts" in result.stderr
     a, b = (torch.load(p / "checkpoints/last.ckpt", weights_only=True)["state_dict"] for p in (plain, swapped))
     assert not torch.equal(a["model.head.weight"], b["model.head.weight"])
+
+
+def test_class_weight_auto_is_balanced_only_on_uneven_classes_and_the_run_config_keeps_the_choice(tmp_path):
+    import yaml
+
+    rows = [json.loads(line) for line in open(ASSETS / "tiny_train.jsonl")]
+    rare = [r for r in rows if r["label"] == "cooking"][:20]  # 80 : 80 : 20
+    uneven = tmp_path / "uneven.jsonl"
+    uneven.write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if r["label"] != "cooking")
+        + "".join(json.dumps(r) + "\n" for r in rare)
+    )
+    for train, expected in ((ASSETS / "tiny_train.jsonl", "none"), (uneven, "balanced")):
+        out = tmp_path / expected
+        args = ("train", "--config", TINY, "--train", train, "--out", out, *TWO_STEPS)
+        result = run_cli(*args, "--set", "train.class_weight=auto")
+        assert result.exit_code == 0, result.output
+        assert f"train.class_weight auto -> {expected}" in result.stderr
+        assert yaml.safe_load((out / "config.yaml").read_text())["train"]["class_weight"] == expected
+        assert json.loads(result.stdout)["class_weight_fitted"].startswith(f"train.class_weight auto -> {expected}")
