@@ -24,6 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .api import Classifier
@@ -57,7 +58,8 @@ class ClassifyShards:
     """A Ray Data actor: loads the model once, then classifies shard after shard."""
 
     def __init__(self, model: str, settings: InferenceConfig, output: str):
-        self.classifier = Classifier(model, settings)
+        # Ray gives a worker one CPU (num_cpus in batch), so no reader thread beside its model.
+        self.classifier = Classifier(model, replace(settings, read_ahead=False))
         self.output = Path(output)
 
     def __call__(self, batch: dict) -> dict:

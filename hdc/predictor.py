@@ -62,6 +62,11 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.info.labels
 
+    @property
+    def reads_ahead(self) -> bool:
+        """Whether the next documents (and a long one's next blocks) are read in a thread."""
+        return self.settings.read_ahead and self.backend.reads_ahead
+
     def new_state(self, keep_sentences: int = 0) -> DocumentState:
         """An empty running state of one document, for this model."""
         dense = self.info.config.model.dense_sentences
@@ -82,7 +87,7 @@ class Predictor:
         batch_tokens, block_tokens = self.settings.batch_tokens, self.settings.block_tokens
         pending: list[tuple[Document, Segments]] = []
         reads: Iterable[Read] = (self._read(item, weights) for item in items)
-        if self.backend.reads_ahead:
+        if self.reads_ahead:
             reads = read_ahead(reads, _read_tokens, budget=batch_tokens)
         for item, segments, error in reads:
             if error is not None:
@@ -121,7 +126,7 @@ class Predictor:
 
     def _stream(self, item: Document, blocks: Iterable[Segments], keep_sentences: int, progress: bool) -> Outcome:
         meter = Progress(item.name, enabled=progress)
-        state = run_document(self.backend, blocks, self.new_state(keep_sentences), meter)
+        state = run_document(self.backend, blocks, self.new_state(keep_sentences), meter, self.reads_ahead)
         if state.tokens == 0:
             return Outcome(item, error="empty after cleaning: the text has no tokens")
         probabilities, fusion = self._classify([state])

@@ -294,12 +294,16 @@ READ_AHEAD_BLOCKS = 4
 
 
 def run_document(
-    backend: Backend, blocks: Iterable[Segments], state: DocumentState, progress: Progress | None = None
+    backend: Backend,
+    blocks: Iterable[Segments],
+    state: DocumentState,
+    progress: Progress | None = None,
+    ahead: bool = False,
 ) -> DocumentState:
     """Stream the blocks of one document through `backend.encode` and merge them into `state`.
-    Where the backend reads ahead, the next blocks are cut and tokenized while this one is
-    encoded, up to READ_AHEAD_BLOCKS ahead, so memory stays bounded by the block size."""
-    if backend.reads_ahead:
+    With `ahead`, the next blocks are cut and tokenized while this one is encoded, up to
+    READ_AHEAD_BLOCKS ahead, so memory stays bounded by the block size."""
+    if ahead:
         blocks = read_ahead(blocks, lambda b: 1, budget=READ_AHEAD_BLOCKS)
     for block in blocks:
         if block.num_phrases == 0:

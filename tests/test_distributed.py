@@ -85,3 +85,12 @@ def test_a_rerun_finishes_a_stopped_job_and_refuses_other_inputs(tiny_bundle, tm
     (mine / "notes.txt").write_text("a user's file")
     refused = run_cli("batch", tiny_bundle, docs, "--output", mine)
     assert refused.exit_code == 2 and "not an hdc batch folder" in refused.stderr and (mine / "notes.txt").exists()
+
+
+def test_a_batch_worker_never_reads_ahead_beside_its_model(tiny_bundle, tmp_path):
+    from hdc.config import InferenceConfig
+    from hdc.distributed import ClassifyShards
+
+    worker = ClassifyShards(str(tiny_bundle), InferenceConfig(threads=1), str(tmp_path))
+    assert worker.classifier.predictor.backend.reads_ahead  # the bundle's backend would
+    assert not worker.classifier.predictor.reads_ahead

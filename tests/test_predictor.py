@@ -35,3 +35,24 @@ def test_a_record_lists_the_top_labels_and_the_warnings(tiny_bundle):
     assert record["id"] == "d\ufffd" and record["label"] == "cooking" and len(record["top"]) == 2
     assert "lone surrogates" in record["warnings"][0]
     assert json.loads(dumps(record).encode("utf-8")) == record
+
+
+def test_the_input_is_read_on_the_calling_thread_only_when_read_ahead_is_off(tiny_bundle):
+    import threading
+
+    text = json.loads(open(ASSETS / "tiny_test.jsonl").readline())["text"]
+
+    def readers(settings: InferenceConfig) -> set[str]:
+        seen = set()
+
+        def items():
+            for i in range(5):
+                seen.add(threading.current_thread().name)
+                yield Document("id", str(i), text=text)
+
+        assert len(list(load_predictor(tiny_bundle, settings).run(items(), progress=False))) == 5
+        return seen
+
+    here = threading.current_thread().name
+    assert readers(InferenceConfig(read_ahead=False)) == {here}
+    assert here not in readers(InferenceConfig())  # the bundle's backend reads ahead by default

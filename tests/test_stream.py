@@ -89,7 +89,7 @@ def test_fewer_phrases_than_k(setup):
 class FakeBackend:
     """Scores chosen by the test, to check the top-K merge against a brute-force ranking."""
 
-    reads_ahead = True  # the merge must not depend on it
+    reads_ahead = True
 
     def __init__(self, scores: np.ndarray, top_k: int):
         self.scores, self.top_k, self.offset = scores, top_k, 0
@@ -136,7 +136,8 @@ def test_top_k_merge_is_exact_with_ties():
     scores = rng.integers(0, 4, (2, 23)).astype(np.float32)  # many ties
     K = 5
     backend = FakeBackend(scores, K)
-    state = run_document(backend, [block(0, 7), block(7, 1), block(8, 9), block(17, 6)], DocumentState(K))
+    blocks = [block(0, 7), block(7, 1), block(8, 9), block(17, 6)]
+    state = run_document(backend, blocks, DocumentState(K), ahead=True)  # the merge must not depend on it
     for m in range(2):
         ranking = sorted(range(23), key=lambda i: (-scores[m, i], i))
         expected = ranking[:K]
