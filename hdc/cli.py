@@ -306,7 +306,12 @@ def predict(
 @THRESHOLD
 @BATCH_TOKENS
 @BLOCK_TOKENS
-@click.option("--threads", type=click.IntRange(min=0), default=1, help="CPU threads per worker.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    help="CPU threads per worker; Ray reserves as many CPUs for each.",
+)
 def batch(model, inputs, output, workers, shard_files, address, top_k, threshold, batch_tokens, block_tokens, threads):
     """Classify every file of INPUT (files, folders) on Ray Data: WORKERS workers each load the
     model once and write one part-*.jsonl per shard of files. A worker that dies is replaced and

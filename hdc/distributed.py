@@ -54,11 +54,17 @@ def part_name(shard: int, paths: list[str]) -> str:
     return f"part-{shard:06d}-{digest}.jsonl"
 
 
+def worker_cpus(settings: InferenceConfig) -> int:
+    """The CPUs Ray reserves for one worker: its model's threads (0, the backend's choice, counts
+    as one), so that Ray never places more workers on a machine than its cores can run."""
+    return max(settings.threads, 1)
+
+
 class ClassifyShards:
     """A Ray Data actor: loads the model once, then classifies shard after shard."""
 
     def __init__(self, model: str, settings: InferenceConfig, output: str):
-        # Ray gives a worker one CPU (num_cpus in batch), so no reader thread beside its model.
+        # Ray reserves the model's threads for a worker (worker_cpus), so no reader thread beside it.
         self.classifier = Classifier(model, replace(settings, read_ahead=False))
         self.output = Path(output)
 
@@ -128,7 +134,7 @@ def batch(
         if started_here:
             ray.init(
                 address=address,
-                num_cpus=None if address else workers,
+                num_cpus=None if address else workers * worker_cpus(settings),
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
@@ -140,7 +146,7 @@ def batch(
                 fn_constructor_args=(str(model), settings, str(output.resolve())),
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
+                num_cpus=worker_cpus(settings),
                 # Ray Data (2.60) restarts an actor pool's dead worker and retries its task
                 # without limit by default (max_restarts and max_task_retries -1, in
                 # ray/data/_internal/execution/operators/actor_pool_map_operator.py).

@@ -94,3 +94,11 @@ def test_a_batch_worker_never_reads_ahead_beside_its_model(tiny_bundle, tmp_path
     worker = ClassifyShards(str(tiny_bundle), InferenceConfig(threads=1), str(tmp_path))
     assert worker.classifier.predictor.backend.reads_ahead  # the bundle's backend would
     assert not worker.classifier.predictor.reads_ahead
+
+
+def test_ray_reserves_as_many_cpus_for_a_worker_as_its_model_runs_threads():
+    from hdc.config import InferenceConfig
+    from hdc.distributed import worker_cpus
+
+    assert worker_cpus(InferenceConfig(threads=3)) == 3
+    assert worker_cpus(InferenceConfig(threads=0)) == 1  # the backend's choice counts as one
