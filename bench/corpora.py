@@ -66,17 +66,6 @@ TREC_SHA256 = {
     "TREC_10.label": "86ad53c8fc9d397ab2f4be7c967d8efb470b260140557d3e57afad69d1b88b76",
 }
 LINK = re.compile(r"https?://\S+")
-CORPORA = (
-    "news",
-    "news_stripped",
-    "20ng",
-    "20ng_stripped",
-    "healthtweets",
-    "bundestag",
-    "tweedekamer",
-    "cuad",
-    "smsspam",
-)
 
 
 def _wheel_members(members: list[str]) -> dict[str, bytes]:
