@@ -319,13 +319,14 @@ def ablation(run: Path, data: Path) -> dict:
     network = _logits(model, test)  # the temperature would not change an argmax anyway
     t = info.config.train
     tf = {log_tf: name for name, log_tf in LOG_TF.items()}[float(model.ngram_linear_log_tf)]
+    weighting = (float(model.ngram_linear_word_weight), info.config.model.ngram_words_from)
     weights, bias = stored
     if not weights.any():
         tf, c = t.ngram_linear_tf[0], t.ngram_linear_c[len(t.ngram_linear_c) // 2]
         train = encoded("train")
-        x = ngram_matrix(train.segments, model.ngram_idf, tf)
+        x = ngram_matrix(train.segments, model.ngram_idf, tf, *weighting)
         weights, bias = fit_linear(x, train.targets, len(info.labels), info.multilabel, c)
-    features = ngram_matrix(test.segments, model.ngram_idf, tf)
+    features = ngram_matrix(test.segments, model.ngram_idf, tf, *weighting)
     chosen = deep * network + features @ stored[0] + stored[1]
 
     def decided(z: np.ndarray) -> np.ndarray:

@@ -99,6 +99,10 @@ class ModelConfig(Checked):
     # scikit-learn's word analyzer): genre and topic lean on words, an outlet's style on characters.
     ngram_word_orders: tuple[int, ...] = ranged((1, 2), 1)
     ngram_buckets: int = ranged(262144, 1)  # hash table rows; each holds an ngram_dim-wide embedding
+    # Word n-grams hash into rows of their own, this many, after the character n-grams' (0: into
+    # the character n-grams' rows, as models saved before it did). Apart, the linear classifier
+    # can weigh the two kinds against each other (train.ngram_linear_word_weight).
+    ngram_word_buckets: int = ranged(262144, 0)
     ngram_dim: int = ranged(64, 1)
     # The n-grams of the text as written (case and whitespace kept, across words) instead of
     # scikit-learn's char_wb ones (lower-cased, within words); see hdc.text.char_ngrams.
@@ -117,6 +121,18 @@ class ModelConfig(Checked):
     def ngrams(self) -> bool:
         """Whether the model has the n-gram branch (character n-grams, word n-grams or both)."""
         return bool(self.ngram_orders or self.ngram_word_orders)
+
+    @property
+    def ngram_rows(self) -> int:
+        """The n-gram tables' rows: padding, the character n-grams' buckets, the word n-grams'."""
+        return 1 + self.ngram_buckets + (self.ngram_word_buckets if self.ngram_word_orders else 0)
+
+    @property
+    def ngram_words_from(self) -> int:
+        """The first row of the word n-grams' own buckets; 0 where the two kinds are not apart
+        (shared rows, or only one kind)."""
+        apart = self.ngram_word_buckets and self.ngram_orders and self.ngram_word_orders
+        return 1 + self.ngram_buckets if apart else 0
 
     def check(self) -> None:
         if self.d_model % self.heads:
@@ -203,6 +219,13 @@ class TrainConfig(Checked):
     # labels of a multi-label corpus: CUAD macro-F1 0.55 -> 0.61. Where every class has about
     # as many documents as the others (within CLASS_WEIGHT_SPREAD), "balanced" is not tried.
     ngram_linear_class_weight: tuple[str, ...] = ("none", "balanced")
+    # How much the word n-grams weigh against the character n-grams in the linear classifier's
+    # input, before its L2 norm (with model.ngram_word_buckets; the first without validation).
+    # Each is tried once the TF, C and class weights are chosen at the first. A question holds
+    # ~16 word n-grams and ~112 character ones, so at 1 its words barely count: on validation the
+    # best weight was 4 for TREC questions and SMS spam, 0.5 for speeches, news and tweets, 1 for
+    # 20 Newsgroups (bench/RESULTS.md, "Would a validated word-block weight help elsewhere?").
+    ngram_linear_word_weight: tuple[float, ...] = ranged((1.0, 0.5, 2.0, 4.0), above=0, below=float("inf"))
     # Multi-label: each label's decision threshold on the linear classifier's scores, and the
     # classifier's C with them, chosen by this many-fold cross-validation on the training split
     # (the F1 of the out-of-fold scores), kept where validation macro-F1 does not fall (0: every
@@ -262,9 +285,12 @@ class TrainConfig(Checked):
             raise UsageError(f"train.embed_init must be random or corpus, got {self.embed_init!r}")
         if self.max_steps == 0:
             raise UsageError("train.max_steps must be -1 (no limit) or at least 1, got 0")
-        if not self.ngram_linear_c or not self.ngram_linear_scale or not self.deep_weights:
+        if not (
+            self.ngram_linear_c and self.ngram_linear_scale and self.deep_weights and self.ngram_linear_word_weight
+        ):
             raise UsageError(
-                "train.ngram_linear_c, train.ngram_linear_scale and train.deep_weights must each list at least one number"
+                "train.ngram_linear_c, train.ngram_linear_scale, train.ngram_linear_word_weight and train.deep_weights "
+                "must each list at least one number"
             )
         if self.threshold_folds == 1:
             raise UsageError("train.threshold_folds must be 0 (off) or at least 2, got 1")

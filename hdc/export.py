@@ -97,7 +97,7 @@ def _export_graphs(model: HierarchicalClassifier, bundle: BundleLayout, opset: i
     head_args = [torch.rand(B) + 1, torch.randn(B, D), torch.randn(B, M, K), torch.randn(B, M, K, D), torch.randn(B, M)]
     head_shapes = {name: {0: batch} for name in HEAD_STATE}
     if c.ngrams:
-        head_args += [torch.randint(1, c.ngram_buckets + 1, (B, 5)), torch.randint(0, 4, (B, 5)).float()]
+        head_args += [torch.randint(1, c.ngram_rows, (B, 5)), torch.randint(0, 4, (B, 5)).float()]
         bag = torch.export.Dim("bag", min=1)
         head_shapes |= {name: {0: batch, 1: bag} for name in NGRAM_INPUTS}
     # The exporter logs a warning for each torchvision op it cannot register; hdc uses none.

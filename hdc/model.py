@@ -24,6 +24,7 @@ Shape legend:
     B documents    P phrases    T tokens per phrase    S sentences    D width    H heads
     M retrieval queries    K selected phrases per query    R phrases run in full    C classes
     U distinct n-gram buckets of a document    E n-gram width    N sentences the dense path pools
+    G n-gram table rows (ModelConfig.ngram_rows)
 """
 
 from __future__ import annotations
@@ -50,11 +51,21 @@ TIE_MARGIN = 1e-4
 LOG_TF = {"sublinear": 1.0, "binary": 0.0}
 
 
-def ngram_weights(ids: Tensor, counts: Tensor, idf: Tensor, log_tf: float | Tensor = 1.0) -> Tensor:
+def ngram_weights(
+    ids: Tensor,
+    counts: Tensor,
+    idf: Tensor,
+    log_tf: float | Tensor = 1.0,
+    word_weight: float | Tensor = 1.0,
+    words_from: int = 0,
+) -> Tensor:
     """[B, U] the weight of each n-gram bucket of a bag: TF (see LOG_TF) times IDF, L2-normalised
-    per document, as a TF-IDF SVM weighs its features."""
+    per document, as a TF-IDF SVM weighs its features. With words_from (ModelConfig.ngram_words_from),
+    the word n-grams' buckets, from that row on, weigh word_weight times as much before the norm."""
     present = (counts > 0).float()
     tf_idf = (1 + log_tf * torch.log(counts.clamp_min(1))) * present * idf[ids]
+    if words_from:
+        tf_idf = tf_idf * (1 + (word_weight - 1) * (ids >= words_from).float())
     return tf_idf / tf_idf.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -226,19 +237,20 @@ class HierarchicalClassifier(nn.Module):
         if c.ngrams:
             # Sparse gradients: a batch touches a few thousand of the table's rows (hdc.train
             # steps this table with SGD). Row 0 is padding.
-            self.ngram_embed = nn.EmbeddingBag(c.ngram_buckets + 1, c.ngram_dim, mode="sum", sparse=True)
+            self.ngram_embed = nn.EmbeddingBag(c.ngram_rows, c.ngram_dim, mode="sum", sparse=True)
             nn.init.normal_(self.ngram_embed.weight, std=0.02)
             # Fixed IDF weight of each bucket, from the training split (set); padding gets 0.
-            idf = torch.ones(c.ngram_buckets + 1)
+            idf = torch.ones(c.ngram_rows)
             idf[0] = 0.0
             self.register_buffer("ngram_idf", idf)
             if c.ngram_linear:
                 # A linear classifier on the same bag, fitted to convergence once training is
                 # done (set), with its own TF (chosen on validation); its scores add to the
                 # logits. Zero until then, so training never sees it.
-                self.register_buffer("ngram_linear", torch.zeros(c.ngram_buckets + 1, num_classes))
+                self.register_buffer("ngram_linear", torch.zeros(c.ngram_rows, num_classes))
                 self.register_buffer("ngram_linear_bias", torch.zeros(num_classes))
                 self.register_buffer("ngram_linear_log_tf", torch.tensor(LOG_TF[c.ngram_tf]))
+                self.register_buffer("ngram_linear_word_weight", torch.ones(()))
         head_in = D + (c.ngram_dim if c.ngrams else 0)
         self.head = nn.Linear(head_in, num_classes)
 
@@ -247,9 +259,10 @@ class HierarchicalClassifier(nn.Module):
 
     # dense_scale: how much of the dense path enters the document vector (a curriculum fades it in);
     # deep_scale, temperature: the network's weight beside the n-gram classifier, and the logits'
-    # temperature, chosen on validation; ngram_idf: [buckets + 1] IDF weights of the training
-    # split; ngram_linear, ngram_linear_bias: [buckets + 1, C] and [C], the fitted classifier, and
-    # ngram_linear_log_tf the TF of its inputs (LOG_TF).
+    # temperature, chosen on validation; ngram_idf: [G] IDF weights of the training
+    # split; ngram_linear, ngram_linear_bias: [G, C] and [C], the fitted classifier,
+    # ngram_linear_log_tf the TF of its inputs (LOG_TF), and ngram_linear_word_weight what the
+    # word n-grams weigh in them against the character ones (ngram_weights).
     SET = (
         "dense_scale",
         "deep_scale",
@@ -258,6 +271,7 @@ class HierarchicalClassifier(nn.Module):
         "ngram_linear",
         "ngram_linear_bias",
         "ngram_linear_log_tf",
+        "ngram_linear_word_weight",
     )
 
     @torch.no_grad()
@@ -274,6 +288,7 @@ class HierarchicalClassifier(nn.Module):
         added = {name: torch.ones(()) for name in ("deep_scale", "temperature")}
         if self.config.ngram_linear:
             added["ngram_linear_log_tf"] = torch.tensor(LOG_TF[self.config.ngram_tf])
+            added["ngram_linear_word_weight"] = torch.ones(())
         return added | weights
 
     # ----------------------------------------------------------------------------------------
@@ -465,7 +480,9 @@ class HierarchicalClassifier(nn.Module):
             features = torch.cat([features, ngrams], dim=-1)
         logits = self.head(self.drop(features)) * self.deep_scale  # [B, C]
         if c.ngram_linear:  # which the config allows only with the n-gram branch
-            linear_weights = ngram_weights(ids, counts, self.ngram_idf, self.ngram_linear_log_tf)  # [B, U]
+            linear_weights = ngram_weights(
+                ids, counts, self.ngram_idf, self.ngram_linear_log_tf, self.ngram_linear_word_weight, c.ngram_words_from
+            )  # [B, U]
             rows = nn.functional.embedding(ids, self.ngram_linear)  # [B, U, C]
             logits = logits + torch.einsum("bu,buc->bc", linear_weights, rows) + self.ngram_linear_bias
         return logits / self.temperature, fusion

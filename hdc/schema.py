@@ -56,9 +56,10 @@ def head_inputs(ngrams: bool) -> tuple[str, ...]:
 
 
 # Keys added after models were first saved, at the values that describe a model saved without
-# them: it pooled every sentence at inference (it still does), and trained without the loss on
-# the best sentences' pooling (a resumed or refitted run keeps training as it did).
-SAVED_BEFORE = {"model": {"dense_sentences": 0}, "train": {"dense_cut_loss": 0.0}}
+# them: it pooled every sentence at inference (it still does), hashed word n-grams into the
+# character n-grams' rows, and trained without the loss on the best sentences' pooling (a
+# resumed or refitted run keeps training as it did).
+SAVED_BEFORE = {"model": {"dense_sentences": 0, "ngram_word_buckets": 0}, "train": {"dense_cut_loss": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class ModelInfo:
             m.ngram_buckets,
             m.ngram_raw,
             m.ngram_word_orders,
+            m.ngram_word_buckets,
         )
 
 

@@ -173,12 +173,15 @@ class Segmenter:
         ngram_buckets: int = 0,
         ngram_raw: bool = False,
         word_orders: tuple[int, ...] = (),
+        word_buckets: int = 0,
     ):
+        """word_buckets: word n-grams hash into that many buckets of their own, after the
+        character n-grams' ngram_buckets (0: into those, shared)."""
         self.tokenizer = tokenizer
         self.phrase_tokens = phrase_tokens
         self.sentence_tokens = sentence_tokens
         self.ngram_orders, self.ngram_buckets, self.ngram_raw = tuple(ngram_orders), ngram_buckets, ngram_raw
-        self.word_orders = tuple(word_orders)
+        self.word_orders, self.word_buckets = tuple(word_orders), word_buckets
 
     @property
     def ngrams(self) -> bool:
@@ -285,7 +288,8 @@ class Segmenter:
                     char_ngrams(text, phrase_spans - base, self.ngram_orders, self.ngram_buckets, self.ngram_raw)
                 )
             if self.word_orders:
-                parts.append(word_ngrams(text, phrase_spans - base, self.word_orders, self.ngram_buckets))
+                own = (self.word_buckets, self.ngram_buckets) if self.word_buckets else (self.ngram_buckets, 0)
+                parts.append(word_ngrams(text, phrase_spans - base, self.word_orders, *own))
             ngrams = _side_by_side(parts)
         return Segments(
             tokens=tokens,
@@ -379,8 +383,8 @@ def char_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
 _WORD = re.compile(r"\w\w+")  # scikit-learn's default token pattern: words of two or more letters
 
 
-def word_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int) -> np.ndarray:
-    """[P, G] int32: the hashed word n-grams of each span of `text` (bucket + 1; 0 pads), as
+def word_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: int, offset: int = 0) -> np.ndarray:
+    """[P, G] int32: the hashed word n-grams of each span of `text` (offset + bucket + 1; 0 pads), as
     scikit-learn's word analyzer makes them: lower-cased words of two or more letters, n-grams of
     consecutive words inside the span. The hash is CRC-32 of the n-gram's words, with its order in
     front (so that no word n-gram hashes as a character n-gram's text would), the same everywhere."""
@@ -390,7 +394,7 @@ def word_ngrams(text: str, spans: np.ndarray, orders: Iterable[int], buckets: in
         words = [w.lower() for w in words]
         rows.append(
             [
-                zlib.crc32(f"\x00{n}\x00{' '.join(words[i : i + n])}".encode()) % buckets + 1
+                zlib.crc32(f"\x00{n}\x00{' '.join(words[i : i + n])}".encode()) % buckets + 1 + offset
                 for n in orders
                 for i in range(len(words) - n + 1)
             ]

@@ -49,8 +49,6 @@ def test_overrides_are_typed_and_checked():
         load_config(None, ["model.ngram_tf=log"])
     with pytest.raises(UsageError, match="model.ngram_linear needs the n-gram branch: set model.ngram_orders"):
         load_config(None, ["model.ngram_orders=[]", "model.ngram_word_orders=[]", "model.ngram_linear=true"])
-    with pytest.raises(
-        UsageError,
-        match=r"train.ngram_linear_c, train.ngram_linear_scale and train.deep_weights must each list at least one number",
-    ):
-        load_config(None, ["train.ngram_linear_scale=[]"])
+    for empty in ("train.ngram_linear_scale=[]", "train.ngram_linear_word_weight=[]"):
+        with pytest.raises(UsageError, match=r"train.ngram_linear_c, .* must each list at least one number"):
+            load_config(None, [empty])

@@ -18,6 +18,7 @@ CONFIG = ModelConfig(
     dropout=0.0,
     ngram_orders=(2, 3),
     ngram_buckets=64,
+    ngram_word_buckets=0,  # word n-grams in the character rows: GOLDEN was drawn with a 65-row table
     ngram_dim=8,
 )
 
@@ -258,7 +259,7 @@ def test_ngram_linear_classifier_adds_its_scores_to_the_logits():
     linear = HierarchicalClassifier(replace(CONFIG, ngram_linear=True), num_classes=3).eval()
     inputs = batch()
     assert torch.equal(linear(**inputs), plain(**inputs))
-    table, bias = torch.randn(CONFIG.ngram_buckets + 1, 3), torch.randn(3)
+    table, bias = torch.randn(CONFIG.ngram_rows, 3), torch.randn(3)
     linear.ngram_linear.copy_(table)
     linear.ngram_linear_bias.copy_(bias)
     weights = ngram_weights(inputs["ngram_ids"], inputs["ngram_counts"], plain.ngram_idf)
@@ -274,11 +275,33 @@ def test_ngram_linear_classifier_weighs_its_inputs_with_its_own_tf():
     linear = HierarchicalClassifier(replace(CONFIG, ngram_linear=True), num_classes=3).eval()
     inputs = batch()
     assert inputs["ngram_counts"].max() > 1  # else both TFs agree and the test proves nothing
-    table = torch.randn(CONFIG.ngram_buckets + 1, 3)
+    table = torch.randn(CONFIG.ngram_rows, 3)
     linear.set(ngram_linear=table, ngram_linear_log_tf=LOG_TF["binary"])
     binary = ngram_weights(inputs["ngram_ids"], inputs["ngram_counts"], plain.ngram_idf, LOG_TF["binary"])
     scores = torch.stack([w @ table[i] for w, i in zip(binary, inputs["ngram_ids"])])
     assert torch.allclose(linear(**inputs), plain(**inputs) + scores, atol=1e-5)
+
+
+def test_ngram_linear_classifier_weighs_word_ngrams_by_its_word_weight():
+    """With word n-grams in rows of their own, the classifier's input is TF-IDF with the word
+    rows times ngram_linear_word_weight, then L2-normalised; the branch's input is untouched."""
+    config = replace(CONFIG, ngram_linear=True, ngram_word_buckets=32)
+    assert config.ngram_rows == 97 and config.ngram_words_from == 65
+    torch.manual_seed(0)
+    model = HierarchicalClassifier(config, num_classes=3).eval()
+    inputs = batch()
+    ids = inputs["ngram_ids"]
+    inputs["ngram_ids"] = ids = torch.where(ids > 32, ids + 32, ids)  # 33-64 -> the word rows 65-96
+    words, chars = ids >= 65, (ids > 0) & (ids < 65)
+    assert words.any(1).all() and chars.any(1).all()  # else no weighing of one kind against the other shows
+    network = model(**inputs)
+    table = torch.randn(config.ngram_rows, 3)
+    model.set(ngram_linear=table, ngram_linear_word_weight=4.0)
+    tf_idf = (1 + torch.log(inputs["ngram_counts"].clamp_min(1))) * (ids > 0)  # IDF 1, sublinear TF
+    tf_idf = tf_idf * torch.where(words, 4.0, 1.0)
+    weights = tf_idf / tf_idf.norm(dim=-1, keepdim=True)
+    scores = torch.stack([w @ table[i] for w, i in zip(weights, ids)])
+    assert torch.allclose(model(**inputs), network + scores, atol=1e-5)
 
 
 def test_golden_logits():

@@ -74,14 +74,16 @@ def test_model_info_round_trips_and_refuses_a_broken_tokenizer():
         ModelInfo(Config(), ("a", "b"), False, "{not json", "0").segmenter()
 
 
-def test_a_model_saved_before_dense_sentences_keeps_pooling_every_sentence_as_trained():
+def test_a_model_saved_before_newer_keys_keeps_working_as_trained():
     tokenizer = train_tokenizer(["one two three"] * 3, 300).to_str()
     saved = ModelInfo(Config(), ("a", "b"), False, tokenizer, "0").to_dict()
     del saved["config"]["model"]["dense_sentences"]  # as written before the keys existed
     del saved["config"]["train"]["dense_cut_loss"]
+    del saved["config"]["model"]["ngram_word_buckets"]
     saved["config"]["train"]["lr"] = 0.123  # a key that was saved
     old = ModelInfo.from_dict(saved).config
     assert old.model.dense_sentences == 0 and old.train.dense_cut_loss == 0.0
+    assert old.model.ngram_word_buckets == 0 and old.model.ngram_rows == 1 + old.model.ngram_buckets  # shared rows
     new = Config()  # a new model reads only its best sentences, and trains on that pooling too
     assert new.model.dense_sentences > 0 and new.train.dense_cut_loss > 0
     assert old.train.lr == 0.123

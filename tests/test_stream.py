@@ -36,6 +36,7 @@ def setup(texts, request):
         queries=3,
         top_k=5,
         ngram_orders=(2, 3),
+        ngram_word_orders=(),  # as the segmenter cuts them
         ngram_buckets=512,
         ngram_dim=8,
         dense_sentences=dense_sentences,

@@ -132,6 +132,22 @@ def test_raw_char_ngrams_are_every_window_of_the_text_as_written(tokenizer):
     assert {bucket("Dr"), bucket(".  "), bucket("\n\n")} <= seen and bucket("dr") not in seen
 
 
+def test_word_ngrams_hash_into_their_own_rows_after_the_character_ngrams(tokenizer):
+    """With word_buckets, a word n-gram's row is past the character rows, at the same bucket
+    as in shared rows; the character n-grams do not move."""
+    text = "The river bank flooded. A bank loan was granted."
+    shared = Segmenter(tokenizer, 4, 12, ngram_orders=(2, 3), ngram_buckets=1000, word_orders=(1, 2))
+    apart = Segmenter(tokenizer, 4, 12, ngram_orders=(2, 3), ngram_buckets=1000, word_orders=(1, 2), word_buckets=500)
+    chars = Segmenter(tokenizer, 4, 12, ngram_orders=(2, 3), ngram_buckets=1000).segment(text).ngrams
+    both, own = shared.segment(text).ngrams, apart.segment(text).ngrams
+    width = chars.shape[1]
+    assert np.array_equal(own[:, :width], chars) and chars.max() <= 1000
+    words = own[:, width:]
+    assert words[words > 0].min() > 1000 and words.max() <= 1500
+    hashed = words > 0  # the same hash: bucket h of 1000 shared rows is h mod 500 of the 500 own ones
+    assert np.array_equal(words[hashed] - 1001, (both[:, width:][hashed] - 1) % 500)
+
+
 def test_ngram_bag_counts_each_rows_buckets():
     rng = np.random.default_rng(0)
     ngrams = rng.integers(1, 20, (3, 4, 6)) * (rng.random((3, 4, 6)) < 0.7)

@@ -3,9 +3,11 @@ the linear classifier fitted to the n-gram bags once training is done (model.ngr
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -27,11 +29,11 @@ from .batches import DocumentData, EncodedDocuments, bag_ngrams, collate_example
 from .module import uneven
 
 
-def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.ndarray:
-    """Smoothed inverse document frequency of each n-gram bucket, as scikit-learn's TfidfVectorizer
-    computes it: ln((1 + N) / (1 + df)) + 1. Bucket 0 (padding) and buckets in fewer than min_df
-    documents get 0."""
-    df = np.zeros(buckets + 1, np.int64)
+def ngram_idf(segments: list[Segments], rows: int, min_df: int = 1) -> np.ndarray:
+    """[rows] smoothed inverse document frequency of each n-gram bucket, as scikit-learn's
+    TfidfVectorizer computes it: ln((1 + N) / (1 + df)) + 1. Row 0 (padding) and buckets in fewer
+    than min_df documents get 0."""
+    df = np.zeros(rows, np.int64)
     for s in segments:
         df[np.unique(s.ngrams)] += 1
     idf = np.log((1 + len(segments)) / (1 + df)) + 1
@@ -40,15 +42,16 @@ def ngram_idf(segments: list[Segments], buckets: int, min_df: int = 1) -> np.nda
     return idf.astype(np.float32)
 
 
-def ngram_matrix(segments: list[Segments], idf: torch.Tensor, tf: str):
-    """[N, buckets + 1] scipy CSR: each document's n-gram bag, weighted as the model weighs it
-    with this TF (a name in LOG_TF)."""
+def ngram_matrix(segments: list[Segments], idf: torch.Tensor, tf: str, word_weight: float = 1.0, words_from: int = 0):
+    """[N, G] scipy CSR: each document's n-gram bag, weighted as the model weighs it with this TF
+    (a name in LOG_TF) and word weight (model.ngram_weights)."""
     indptr, indices, values = [0], [], []
     for s in segments:
         ids, counts = ngram_bag(s.ngrams[None])
-        weights = ngram_weights(torch.from_numpy(ids), torch.from_numpy(counts), idf, LOG_TF[tf])[0].numpy()
+        ids, counts = torch.from_numpy(ids), torch.from_numpy(counts)
+        weights = ngram_weights(ids, counts, idf, LOG_TF[tf], word_weight, words_from)[0].numpy()
         keep = weights > 0
-        indices.append(ids[0, keep])
+        indices.append(ids[0].numpy()[keep])
         values.append(weights[keep])
         indptr.append(indptr[-1] + int(keep.sum()))
     return csr_matrix((np.concatenate(values), np.concatenate(indices), indptr), shape=(len(segments), len(idf)))
@@ -80,11 +83,12 @@ def fit_after_training(
     - the n-gram linear classifier (model.ngram_linear), on the n-gram bags of `bags` (the same
       documents as `data`, read further: data.fit_max_tokens; default `data`). With validation
       data, every (weight of the network's logits, TF, C, class weights, scale) of the config is
-      scored there and the best kept (the first in the config's order on a tie): the data
-      decides the mix, and a network that does not help gets weight 0. Single-label, with fewer
-      validation documents than train.linear_cv_below, the classifier's own TF, C and class
-      weights are chosen first by cross-validation on the training documents
-      (cross_validate_linear), and validation scores only the weight and scale. Multi-label, each
+      scored there and the best kept (the first in the config's order on a tie), then the word
+      n-grams' weight with it: the data decides the mix, and a network that does not help gets
+      weight 0. Single-label, with fewer validation documents than train.linear_cv_below, the
+      classifier's own TF, word weight, C and class weights are chosen first by
+      cross-validation on the training documents (cross_validate_linear), and validation scores
+      only the weight and scale. Multi-label, each
       label's threshold on the chosen classifier's scores, and its C, come from cross-validation
       on the training documents (label_thresholds, train.threshold_folds); the thresholds go
       into its bias;
@@ -120,81 +124,120 @@ CALIBRATION_DOCUMENTS = 30  # fewer validation documents than this fit a tempera
 
 
 def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
-    """Fit the linear classifier, choose (deep weight, TF, C, class weights, scale) on
-    validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
-    train, kept where validation does not score them lower; set it in the model. With fewer
+    """Fit the linear classifier, choose (deep weight, TF, word weight, C, class weights, scale)
+    on validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
+    train, kept where validation does not score them lower; set it in the model. The word weight
+    is chosen last: the other settings at the first word weight, then each word weight with the
+    best of them (trying every combination would fit a classifier several times over). With fewer
     validation documents than train.linear_cv_below (single-label), the linear classifier's own
-    (TF, C, class weights) come from cross-validation on train first, and validation chooses only
-    the deep weight and scale. Returns the choice (C None and scale 0: no linear classifier), the
-    scores before and after (and the thresholds, or the cross-validated macro-F1), and the mixed
-    validation logits."""
+    (TF, word weight, C, class weights) come from cross-validation on train first, and validation
+    chooses only the deep weight and scale. Returns the choice (C None and scale 0: no linear
+    classifier), the scores before and after (and the thresholds, or the cross-validated
+    macro-F1), and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
+    words_from = model.config.ngram_words_from
+    word_weights = t.ngram_linear_word_weight if words_from else t.ngram_linear_word_weight[:1]
     weightings = [w for w in t.ngram_linear_class_weight if w == "none" or uneven(data.train_set.targets, multilabel)]
-    # The linear classifier's own settings, in the config's order: the first wins a tie.
+    # The linear classifier's own settings (TF, word weight, C, class weights), in the config's
+    # order: the first wins a tie.
+    first = word_weights[0]
     settings = [
-        (tf, c, w) for tf in t.ngram_linear_tf for c in t.ngram_linear_c for w in weightings or [t.class_weight]
+        (tf, first, c, w) for tf in t.ngram_linear_tf for c in t.ngram_linear_c for w in weightings or [t.class_weight]
     ]
     result = {}
-    fixed = (t.ngram_linear_tf[0], _middle(t.ngram_linear_c), t.class_weight)  # without validation
+    fixed = (t.ngram_linear_tf[0], first, _middle(t.ngram_linear_c), t.class_weight)  # without validation
     # A few hundred validation documents choose among dozens of mixes by chance as much as by
     # merit; the training split, cross-validated, is a larger sample for the linear part's own.
     cross_validating = not multilabel and len(data.valid_set) < t.linear_cv_below and len(settings) > 1
     if logits is None and not cross_validating:
         settings = [fixed]
-    train_x = {
-        tf: ngram_matrix(data.train_set.segments, model.ngram_idf, tf) for tf in dict.fromkeys(s[0] for s in settings)
-    }
+
+    @functools.cache
+    def train_x(tf: str, word_weight: float):
+        return ngram_matrix(data.train_set.segments, model.ngram_idf, tf, word_weight, words_from)
+
+    open_word_weights = word_weights  # those validation is still to choose among, the first tried already
     if cross_validating:
-        cross_validated = cross_validate_linear(train_x, data.train_set.targets, len(labels), settings, t.seed)
+        targets, seed = data.train_set.targets, t.seed
+        cross_validated = cross_validate_linear(train_x, targets, len(labels), settings, seed)
+        if cross_validated is not None and len(word_weights) > 1:
+            cross_validated = cross_validate_linear(
+                train_x, targets, len(labels), _word_weighted(cross_validated[0], word_weights), seed
+            )
         if cross_validated is not None:
             setting, result["linear_cv_macro_f1"] = cross_validated
-            settings = [setting]
+            settings, open_word_weights = [setting], word_weights[:1]
         elif logits is None:
             settings = [fixed]
-    candidates = [(d, *s, scale) for d in t.deep_weights for s in settings for scale in t.ngram_linear_scale]
-    validating = logits is not None and len(candidates) > 1
-    fits_needed = set(settings) if validating else {settings[0]}
+    mixes = len(t.deep_weights) * len(settings) * len(t.ngram_linear_scale)
+    validating = logits is not None and (mixes > 1 or len(open_word_weights) > 1)
 
-    def fit(key: tuple[str, float, str]):
-        tf, c, w = key
-        return fit_linear(train_x[tf], data.train_set.targets, len(labels), multilabel, c, w == "balanced")
+    def fit(key: tuple[str, float, float, str]):
+        tf, word_weight, c, w = key
+        return fit_linear(train_x(tf, word_weight), data.train_set.targets, len(labels), multilabel, c, w == "balanced")
 
-    # liblinear lets go of the GIL, so the fits run side by side (on 20 Newsgroups the fit after
-    # training took 312 s with its six fits in a row). Its solver draws from C's one rand(), so
-    # fits that overlap can visit documents in other orders: weights agree to about 1e-5.
-    _progress(f"linear classifier: {len(fits_needed)} fits on {len(data.train_set)} training documents")
-    fits = dict(_run_all(fit, sorted(fits_needed, key=str), "linear fit", _describe))
+    fits = {}
 
+    def fit_all(keys: list[tuple]) -> None:
+        # liblinear lets go of the GIL, so the fits run side by side (on 20 Newsgroups the fit
+        # after training took 312 s with its six fits in a row). Its solver draws from C's one
+        # rand(), so fits that overlap can visit documents in other orders: weights agree to
+        # about 1e-5.
+        todo = sorted(set(keys) - set(fits), key=str)
+        for key in dict.fromkeys(key[:2] for key in todo):
+            train_x(*key)  # here, not in the pool's threads, which would each compute it
+        _progress(f"linear classifier: {len(todo)} fits on {len(data.train_set)} training documents")
+        fits.update(_run_all(fit, todo, "linear fit", _describe))
+
+    fit_all(settings if validating else settings[:1])
     if validating:
-        valid_x = {tf: ngram_matrix(data.valid_set.segments, model.ngram_idf, tf) for tf in train_x}
         targets = data.valid_set.targets
+
+        @functools.cache
+        def valid_x(tf: str, word_weight: float):
+            return ngram_matrix(data.valid_set.segments, model.ngram_idf, tf, word_weight, words_from)
 
         def macro_f1(z: np.ndarray) -> float:
             predicted = decide(logits_to_probabilities(z, multilabel), multilabel, InferenceConfig().threshold)
             return scores(targets, predicted, labels, multilabel)["macro_f1"]
 
-        result["valid_macro_f1_before"] = macro_f1(logits)
         mixed = {}
-        for d, tf, c, w, scale in candidates:
-            weights, bias = fits[tf, c, w]
-            mixed[d, tf, c, w, scale] = d * logits + scale * (valid_x[tf] @ weights + bias)
-        scored = [(macro_f1(z), mix) for mix, z in mixed.items()]
+
+        def score_mixes(settings: list[tuple]) -> list[tuple[float, tuple]]:
+            """(validation macro-F1, mix) of each deep weight x setting x scale, in that order."""
+            linear = {s: valid_x(*s[:2]) @ fits[s][0] + fits[s][1] for s in settings}
+            out = []
+            for d in t.deep_weights:
+                for s in settings:
+                    for scale in t.ngram_linear_scale:
+                        mixed[d, s, scale] = z = d * logits + scale * linear[s]
+                        out.append((macro_f1(z), (d, *s, scale)))
+            return out
+
+        result["valid_macro_f1_before"] = macro_f1(logits)
+        scored = score_mixes(settings)
+        if len(open_word_weights) > 1:
+            best = max(scored, key=lambda item: item[0])[1]  # max keeps the first of equal items
+            others = _word_weighted(best[1:5], open_word_weights)[1:]
+            fit_all(others)
+            scored += score_mixes(others)
         result["valid_macro_f1_after"], choice = choose_mix(result["valid_macro_f1_before"], scored)
-        if choice[2] is None:  # the network alone: ngram_linear stays zero
+        if choice == NETWORK_ALONE:  # ngram_linear stays zero
             return dict(zip(MIX_KEYS, choice)), result, logits
-        network, logits = logits, mixed[choice]
+        network, logits = logits, mixed[choice[0], choice[1:5], choice[5]]
     else:
         choice = (t.deep_weights[0], *settings[0], _middle(t.ngram_linear_scale))
-    d, tf, c, w, scale = choice
-    weights, bias = fits[tf, c, w]
+    d, tf, word_weight, c, w, scale = choice
+    weights, bias = fits[tf, word_weight, c, w]
     if multilabel and t.threshold_folds:
         # C is chosen again with the thresholds, by the same cross-validation: validation chose
         # it with every threshold at 0, where the C that ranks documents best may not score best.
         cs = (c, *(x for x in t.ngram_linear_c if x != c))  # validation's C first: it wins a tie
         cv_c, thresholds = label_thresholds(
-            train_x[tf], data.train_set.targets, cs, w == "balanced", t.threshold_folds, t.seed
+            train_x(tf, word_weight), data.train_set.targets, cs, w == "balanced", t.threshold_folds, t.seed
         )
-        cv_weights, cv_bias = fits[tf, cv_c, w] if (tf, cv_c, w) in fits else fit((tf, cv_c, w))
+        cv_key = (tf, word_weight, cv_c, w)
+        cv_weights, cv_bias = fits[cv_key] if cv_key in fits else fit(cv_key)
         cv_bias = cv_bias - thresholds
         keep = True
         if validating:
@@ -203,7 +246,7 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
             # there; the thresholds do that for the linear part too, and may then do it better
             # alone (CUAD with a class-balanced network: validation 0.640-0.690 for the mix
             # chosen at 0, where the thresholded linear part alone scored about 0.70).
-            linear = valid_x[tf] @ cv_weights + cv_bias
+            linear = valid_x(tf, word_weight) @ cv_weights + cv_bias
             shifted_f1, d2, scale2 = rechoose(
                 macro_f1, network, linear, (d, scale), t.deep_weights, t.ngram_linear_scale
             )
@@ -213,36 +256,50 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
                 d, scale = d2, scale2
         if keep:
             c, weights, bias = cv_c, cv_weights, cv_bias
-            choice = (d, tf, c, w, scale)
+            choice = (d, tf, word_weight, c, w, scale)
             result["thresholds"] = {label: round(float(x), 3) for label, x in zip(labels, thresholds)}
     model.set(
         ngram_linear=torch.from_numpy(scale * weights),
         ngram_linear_bias=torch.from_numpy(scale * bias),
         ngram_linear_log_tf=LOG_TF[tf],
+        ngram_linear_word_weight=word_weight,
     )
     return dict(zip(MIX_KEYS, choice)), result, logits
+
+
+def _word_weighted(setting: tuple[str, float, float, str], word_weights: tuple[float, ...]) -> list[tuple]:
+    """The linear classifier's setting (TF, word weight, C, class weights) with each word weight."""
+    tf, _, c, w = setting
+    return [(tf, word_weight, c, w) for word_weight in word_weights]
 
 
 CV_FOLDS = 5  # the folds of cross_validate_linear
 
 
 def cross_validate_linear(
-    features: dict[str, csr_matrix], targets: np.ndarray, num_classes: int, settings: list[tuple], seed: int
-) -> tuple[tuple[str, float, str], float] | None:
-    """The (TF, C, class weights) of `settings` whose out-of-fold predictions score the best
-    macro-F1 in a stratified CV_FOLDS-fold cross-validation of fit_linear on these (single-label)
-    documents, the first on a tie, and that score. Fewer folds where a class has fewer documents
-    than CV_FOLDS; None where one has fewer than 2."""
+    features: Callable[[str, float], csr_matrix],
+    targets: np.ndarray,
+    num_classes: int,
+    settings: list[tuple],
+    seed: int,
+) -> tuple[tuple[str, float, float, str], float] | None:
+    """The (TF, word weight, C, class weights) of `settings` whose out-of-fold predictions score
+    the best macro-F1 in a stratified CV_FOLDS-fold cross-validation of fit_linear on these
+    (single-label) documents, the first on a tie, and that score. features(TF, word weight) gives
+    the documents' [N, G] matrix. Fewer folds where a class has fewer documents than CV_FOLDS;
+    None where one has fewer than 2."""
     counts = np.bincount(targets, minlength=num_classes)
     folds = min(CV_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(targets)), targets))
 
-    def fold(setting: tuple[str, float, str], fitted: np.ndarray, held: np.ndarray) -> np.ndarray:
-        tf, c, w = setting
-        weights, bias = fit_linear(features[tf][fitted], targets[fitted], num_classes, False, c, w == "balanced")
-        return features[tf][held] @ weights + bias
+    x = {setting[:2]: features(*setting[:2]) for setting in settings}  # here, not in the folds' threads
+
+    def fold(setting: tuple[str, float, float, str], fitted: np.ndarray, held: np.ndarray) -> np.ndarray:
+        _, _, c, w = setting
+        weights, bias = fit_linear(x[setting[:2]][fitted], targets[fitted], num_classes, False, c, w == "balanced")
+        return x[setting[:2]][held] @ weights + bias
 
     _progress(f"linear classifier: {folds}-fold cross-validation of {len(settings)} settings on the training split")
     held_out = out_of_fold_scores(fold, settings, splits, len(targets), _describe)
@@ -320,9 +377,9 @@ def _run_all(work, tasks: list, name: str, describe) -> list:
     return done
 
 
-def _describe(key: tuple[str, float, str]) -> str:
-    tf, c, w = key
-    return f"{tf} TF, C={c:g}, class weights {w}"
+def _describe(key: tuple[str, float, float, str]) -> str:
+    tf, word_weight, c, w = key
+    return f"{tf} TF, word weight {word_weight:g}, C={c:g}, class weights {w}"
 
 
 def _progress(line: str) -> None:
@@ -333,8 +390,8 @@ def _middle(values: tuple[float, ...]) -> float:
     return values[len(values) // 2]
 
 
-MIX_KEYS = ("deep_weight", "tf", "c", "class_weight", "scale")  # a mix's tuple, as the summary names it
-NETWORK_ALONE = (1.0, None, None, None, 0.0)  # the mix with no linear classifier
+MIX_KEYS = ("deep_weight", "tf", "word_weight", "c", "class_weight", "scale")  # a mix's tuple, as the summary names it
+NETWORK_ALONE = (1.0, None, None, None, None, 0.0)  # the mix with no linear classifier
 
 
 def choose_mix(alone: float, scored: list[tuple[float, tuple]]) -> tuple[float, tuple]:

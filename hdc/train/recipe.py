@@ -178,11 +178,11 @@ def _train(
     # would weigh nothing.
     bags = _read_further(train_examples, valid_examples, data, segmenter, info) if config.model.ngram_linear else data
     if config.model.ngrams:
-        idf = ngram_idf(bags.train_set.segments, config.model.ngram_buckets, t.ngram_min_df)
+        idf = ngram_idf(bags.train_set.segments, config.model.ngram_rows, t.ngram_min_df)
         module.model.set(ngram_idf=torch.from_numpy(idf))
         if bags is not data:  # some documents read further: rows of n-grams that training never reads stay 0
             with torch.no_grad():
-                module.model.ngram_embed.weight[ngram_idf(data.train_set.segments, len(idf) - 1) == 0] = 0
+                module.model.ngram_embed.weight[ngram_idf(data.train_set.segments, len(idf)) == 0] = 0
 
     # --- Lightning: best checkpoint by validation, last after every epoch, early stopping
     trainer = L.Trainer(
@@ -254,8 +254,8 @@ def _train(
         linear = (
             "no n-gram linear classifier: the network alone scored best"
             if fitted["c"] is None
-            else f"the n-gram linear classifier's ({fitted['tf']} TF, C={fitted['c']:g}, "
-            f"class weights {fitted['class_weight']}) x {fitted['scale']:g}"
+            else f"the n-gram linear classifier's ({fitted['tf']} TF, word weight {fitted['word_weight']:g}, "
+            f"C={fitted['c']:g}, class weights {fitted['class_weight']}) x {fitted['scale']:g}"
         )
         if "linear_cv_macro_f1" in fitted and fitted["c"] is not None:
             linear += (

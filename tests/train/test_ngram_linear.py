@@ -22,10 +22,10 @@ def test_ngram_idf_ignores_rare_buckets():
         return Segments(np.zeros((1, 1), np.int32), np.zeros(1, np.int32), empty, empty, None, np.array([buckets]))
 
     docs = [document([1, 2, 0]), document([1, 3, 3]), document([1, 2, 0])]
-    idf = ngram_idf(docs, buckets=5, min_df=2)
+    idf = ngram_idf(docs, rows=6, min_df=2)
     assert idf[0] == 0 and idf[3] == 0 and idf[4] == 0 and idf[5] == 0  # padding, df 1, df 0, df 0
     assert np.isclose(idf[1], 1.0) and np.isclose(idf[2], np.log(4 / 3) + 1)
-    assert ngram_idf(docs, buckets=5, min_df=1)[3] > idf[2]  # kept at min_df 1: rarer, so heavier
+    assert ngram_idf(docs, rows=6, min_df=1)[3] > idf[2]  # kept at min_df 1: rarer, so heavier
 
 
 def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
@@ -45,7 +45,9 @@ def test_ngram_linear_classifier_is_fitted_into_the_best_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert (fitted["c"], fitted["scale"]) == (0.5, 2.0) and "valid_macro_f1_after" not in fitted  # one candidate
-    assert "the n-gram linear classifier's (sublinear TF, C=0.5, class weights none) x 2" in result.stderr
+    assert (
+        "the n-gram linear classifier's (sublinear TF, word weight 1, C=0.5, class weights none) x 2" in result.stderr
+    )
     assert not torch.load(out / "checkpoints/last.ckpt", weights_only=True)["state_dict"]["model.ngram_linear"].any()
 
     model, info = model_from_checkpoint(read_checkpoint(out / "checkpoints/best.ckpt"), "best.ckpt")
@@ -78,6 +80,34 @@ def test_ngram_linear_choice_is_made_on_validation(tmp_path):
         (str(k), str(announced)) for k in range(1, announced + 1)
     ]
     assert weights["model.ngram_linear_log_tf"].item() == LOG_TF[chosen["tf"]]
+
+
+def test_the_word_ngrams_weight_is_chosen_on_validation_after_the_other_settings(tmp_path):
+    """Word n-grams in rows of their own: the grid's other settings are fitted at the first word
+    weight, then one more fit per other word weight, with the best of them; the model keeps the
+    weight the summary names."""
+    out = tmp_path / "words"
+    words = ("--set", "model.ngram_word_orders=[1, 2]", "--set", "model.ngram_word_buckets=512")
+    grid = ("--set", "train.ngram_linear_c=[0.1, 1.0]", "--set", "train.ngram_linear_word_weight=[1.0, 0.25, 4.0]")
+    grid += ("--set", "train.linear_cv_below=0", "--set", "train.ngram_linear_class_weight=[none]")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *words, *grid)
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)["fitted_after_training"]
+    assert fitted["word_weight"] in (1.0, 0.25, 4.0)
+    announced = [int(n) for n in re.findall(r"linear classifier: (\d+) fits", result.stderr)]
+    assert announced == [2 * 2, 2]  # 2 TFs x 2 Cs at weight 1; then 0.25 and 4 with the best of those
+    assert "word weight 4" in result.stderr and "word weight 0.25" in result.stderr
+    weights = torch.load(out / "checkpoints/best.ckpt", weights_only=True)["state_dict"]
+    assert weights["model.ngram_linear_word_weight"].item() == fitted["word_weight"]
+
+
+def test_a_model_with_one_kind_of_ngram_tries_no_word_weight(tmp_path):
+    out = tmp_path / "chars"
+    grid = ("--set", "train.ngram_linear_word_weight=[1.0, 4.0]", "--set", "train.linear_cv_below=0")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, "--set", "model.ngram_linear=true", *grid)  # chars only
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["fitted_after_training"]["word_weight"] in (1.0, None)  # None: no linear part
+    assert len(re.findall(r"linear classifier: \d+ fits", result.stderr)) == 1 and "word weight 4" not in result.stderr
 
 
 def test_multilabel_thresholds_are_set_in_the_bias_and_named_in_the_summary(tmp_path):
@@ -143,10 +173,11 @@ def test_cross_validation_chooses_the_setting_whose_held_out_folds_score_best():
 
     noise, targets = _bags(informative=False)
     signal, _ = _bags(informative=True)
-    settings = [("sublinear", 1.0, "none"), ("binary", 1.0, "none")]
-    setting, score = cross_validate_linear({"sublinear": noise, "binary": signal}, targets, 3, settings, seed=0)
-    assert setting == ("binary", 1.0, "none") and score > 0.6  # chance: 1/3
-    same, _ = cross_validate_linear({"sublinear": signal, "binary": signal}, targets, 3, settings, seed=0)
+    settings = [("sublinear", 1.0, 1.0, "none"), ("binary", 1.0, 1.0, "none")]
+    bags = {"sublinear": noise, "binary": signal}
+    setting, score = cross_validate_linear(lambda tf, _: bags[tf], targets, 3, settings, seed=0)
+    assert setting == ("binary", 1.0, 1.0, "none") and score > 0.6  # chance: 1/3
+    same, _ = cross_validate_linear(lambda tf, _: signal, targets, 3, settings, seed=0)
     assert same == settings[0]  # a tie goes to the first
 
 
@@ -155,21 +186,25 @@ def test_cross_validation_needs_two_documents_of_every_class():
 
     x, targets = _bags(informative=True, n=7)
     targets[-1] = 3  # a class with one document: no stratified split holds it out and trains on it
-    assert cross_validate_linear({"binary": x}, targets, 4, [("binary", 1.0, "none")] * 2, seed=0) is None
+    assert cross_validate_linear(lambda tf, _: x, targets, 4, [("binary", 1.0, 1.0, "none")] * 2, seed=0) is None
 
 
 def test_with_few_validation_documents_cross_validation_chooses_the_linear_settings(tmp_path):
     """Fewer validation documents than train.linear_cv_below: one linear setting is fitted, the
-    cross-validated one, and validation then scores only the deep weights and scales; with no
-    validation at all, the cross-validated setting is taken at the middle scale."""
+    cross-validated one (TF and C, then the word weight with them), and validation then scores
+    only the deep weights and scales; with no validation at all, the cross-validated setting is
+    taken at the middle scale."""
     out = tmp_path / "cv"
     grid = ("--set", "model.ngram_linear=true", "--set", "train.ngram_linear_c=[0.1, 1.0]")
-    result = run_cli(*tiny_train_args(out), *TWO_STEPS, *grid, "--set", "train.linear_cv_below=1000")
+    words = ("--set", "model.ngram_word_orders=[1]", "--set", "model.ngram_word_buckets=512")
+    words += ("--set", "train.ngram_linear_word_weight=[1.0, 4.0]")
+    result = run_cli(*tiny_train_args(out), *TWO_STEPS, *grid, *words, "--set", "train.linear_cv_below=1000")
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert 0 <= fitted["linear_cv_macro_f1"] <= 1 and "valid_macro_f1_after" in fitted
     assert "cross-validation of 4 settings on the training split" in result.stderr
-    assert "linear classifier: 1 fits" in result.stderr
+    assert "cross-validation of 2 settings on the training split" in result.stderr  # the word weights
+    assert "linear classifier: 1 fits" in result.stderr and fitted["word_weight"] in (1.0, 4.0)
 
     out = tmp_path / "cv-alone"
     args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out, *TWO_STEPS)
@@ -302,8 +337,8 @@ def test_a_validation_split_with_no_error_fits_a_temperature_inside_the_grid_and
 def test_choose_mix_keeps_the_network_alone_only_where_it_beats_every_mix():
     from hdc.train.ngram_linear import NETWORK_ALONE, choose_mix
 
-    first, second = (0.0, "binary", 3.0, "none", 2.0), (1.0, "binary", 3.0, "none", 2.0)
-    scored = [(0.5, (1.0, "binary", 1.0, "none", 1.0)), (0.7, first), (0.7, second)]
+    first, second = (0.0, "binary", 1.0, 3.0, "none", 2.0), (1.0, "binary", 1.0, 3.0, "none", 2.0)
+    scored = [(0.5, (1.0, "binary", 1.0, 1.0, "none", 1.0)), (0.7, first), (0.7, second)]
     assert choose_mix(0.6, scored) == (0.7, first)  # the first of the best
     assert choose_mix(0.7, scored) == (0.7, first)  # a tie keeps the mix
     assert choose_mix(0.8, scored) == (0.8, NETWORK_ALONE)
