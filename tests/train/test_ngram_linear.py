@@ -101,6 +101,27 @@ def test_the_word_ngrams_weight_is_chosen_on_validation_after_the_other_settings
     assert weights["model.ngram_linear_word_weight"].item() == fitted["word_weight"]
 
 
+def test_walk_outward_goes_each_way_only_while_a_step_scores_more():
+    from hdc.train.ngram_linear import walk_outward
+
+    grid, rounds = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], []
+    peak_at_4 = {0.25: 0.1, 0.5: 0.3, 1.0: 0.5, 2.0: 0.6, 4.0: 0.7, 8.0: 0.65}
+
+    def score_round(values):
+        rounds.append(values)
+        return {v: peak_at_4[v] for v in values}
+
+    assert walk_outward(grid, 1.0, 0.5, score_round) == [0.5, 2.0, 4.0, 8.0]
+    assert rounds == [[0.5, 2.0], [4.0], [8.0]]  # down stops at once; up stops after 8 scores less than 4
+    rounds.clear()
+    flat = {v: 0.5 for v in grid}  # a tie is no step up: the walk stops both ways after one step
+    assert walk_outward(grid, 1.0, 0.5, lambda values: rounds.append(values) or {v: flat[v] for v in values}) == [
+        0.5,
+        2.0,
+    ]
+    assert walk_outward([1.0], 1.0, 0.5, score_round) == []
+
+
 def test_a_model_with_one_kind_of_ngram_tries_no_word_weight(tmp_path):
     out = tmp_path / "chars"
     grid = ("--set", "train.ngram_linear_word_weight=[1.0, 4.0]", "--set", "train.linear_cv_below=0")
