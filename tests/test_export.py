@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ASSETS, BLOCK_TORCH, TWO_STEPS, jsonl, run_cli, tiny_train_args
+from conftest import ASSETS, BLOCK_TORCH, TINY, TWO_STEPS, jsonl, run_cli, tiny_train_args
 
 from hdc.config import InferenceConfig
 from hdc.data import Document
@@ -153,6 +153,25 @@ def test_a_model_whose_retrieved_phrases_read_each_other_exports_with_parity(tmp
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["parity_max_abs_diff"] < 1e-4
+
+
+def test_a_linear_classifier_that_weighs_word_ngrams_apart_exports_with_parity(tmp_path):
+    """Word n-grams in rows of their own, weighed × 4 in the linear classifier's input: the head
+    graph does the same as torch (export exits 1 where parity fails), and the bundle predicts
+    as the checkpoint does."""
+    run = tmp_path / "run"
+    words = ("--set", "model.ngram_word_orders=[1, 2]", "--set", "model.ngram_word_buckets=512")
+    linear = ("--set", "model.ngram_linear=true", "--set", "train.ngram_linear_word_weight=[4.0]")
+    unvalidated = ("--set", "data.valid_fraction=0", "--set", "train.linear_cv_below=0")  # so the grids' own picks
+    args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", run, *TWO_STEPS)
+    result = run_cli(*args, *words, *linear, *unvalidated)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["fitted_after_training"]["word_weight"] == 4.0
+    result = run_cli("export", run, tmp_path / "bundle")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["parity_max_abs_diff"] < 1e-4
+    docs = documents()
+    assert parity(load_predictor(run), load_predictor(tmp_path / "bundle"), docs) < 1e-4
 
 
 def test_parity_documents_are_the_same_in_every_process(tiny_bundle):
