@@ -88,10 +88,9 @@ def fit_after_training(
       weight 0. Single-label, with fewer validation documents than train.linear_cv_below, the
       classifier's own TF, word weight, C and class weights are chosen first by
       cross-validation on the training documents (cross_validate_linear), and validation scores
-      only the weight and scale. Multi-label, each
-      label's threshold on the chosen classifier's scores, and its C, come from cross-validation
-      on the training documents (label_thresholds, train.threshold_folds); the thresholds go
-      into its bias;
+      only the weight and scale. Multi-label, each label's threshold on the chosen classifier's
+      scores, and its C, come from cross-validation on the training documents
+      (label_thresholds, train.threshold_folds); the thresholds go into its bias;
     - the temperature of a single-label model's logits, which makes the validation log-loss
       least (with at least CALIBRATION_DOCUMENTS validation documents; else 1)."""
     start = time.perf_counter()
@@ -128,13 +127,12 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
     on validation, and (multi-label) its labels' thresholds and C again, by cross-validation on
     train, kept where validation does not score them lower; set it in the model. The word weight
     is chosen last: the other settings at the first word weight, then other word weights with the
-    best of them (walk_word_weights; trying every combination would fit a classifier several
-    times over). With fewer
-    validation documents than train.linear_cv_below (single-label), the linear classifier's own
-    (TF, word weight, C, class weights) come from cross-validation on train first, and validation
-    chooses only the deep weight and scale. Returns the choice (C None and scale 0: no linear
-    classifier), the scores before and after (and the thresholds, or the cross-validated
-    macro-F1), and the mixed validation logits."""
+    best of them (walk_outward; trying every combination would fit a classifier several times
+    over). With fewer validation documents than train.linear_cv_below (single-label), the linear
+    classifier's own (TF, word weight, C, class weights) come from cross-validation on train
+    first, and validation chooses only the deep weight and scale. Returns the choice (C None and
+    scale 0: no linear classifier), the scores before and after (and the thresholds, or the
+    cross-validated macro-F1), and the mixed validation logits."""
     t, labels, multilabel = info.config.train, info.labels, info.multilabel
     words_from = model.config.ngram_words_from
     word_weights = t.ngram_linear_word_weight if words_from else t.ngram_linear_word_weight[:1]
