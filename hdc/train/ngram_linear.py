@@ -160,11 +160,13 @@ def _fit_linear_mix(model, data: DocumentData, info: ModelInfo, logits):
         targets, seed = data.train_set.targets, t.seed
         cross_validated = cross_validate_linear(train_x, targets, len(labels), settings, seed)
         if cross_validated is not None and len(word_weights) > 1:
-            tried = [_with_word_weight(cross_validated[0], word_weight) for word_weight in word_weights]
-            cross_validated = cross_validate_linear(train_x, targets, len(labels), tried, seed)
+            # The other word weights with the winner; the first's folds are already scored, and it wins a tie.
+            others = [_with_word_weight(cross_validated[0], word_weight) for word_weight in word_weights[1:]]
+            better = cross_validate_linear(train_x, targets, len(labels), others, seed)
+            cross_validated = better if better[1] > cross_validated[1] else cross_validated
         if cross_validated is not None:
-            setting, result["linear_cv_macro_f1"] = cross_validated
-            settings, open_word_weights = [setting], word_weights[:1]
+            setting, score = cross_validated
+            settings, open_word_weights, result["linear_cv_macro_f1"] = [setting], word_weights[:1], round(score, 4)
         elif logits is None:
             settings = [fixed]
     mixes = len(t.deep_weights) * len(settings) * len(t.ngram_linear_scale)
@@ -308,9 +310,9 @@ def cross_validate_linear(
 ) -> tuple[tuple[str, float, float, str], float] | None:
     """The (TF, word weight, C, class weights) of `settings` whose out-of-fold predictions score
     the best macro-F1 in a stratified CV_FOLDS-fold cross-validation of fit_linear on these
-    (single-label) documents, the first on a tie, and that score. features(TF, word weight) gives
-    the documents' [N, G] matrix. Fewer folds where a class has fewer documents than CV_FOLDS;
-    None where one has fewer than 2."""
+    (single-label) documents, the first on a tie, and that score (unrounded). features(TF, word
+    weight) gives the documents' [N, G] matrix. Fewer folds where a class has fewer documents
+    than CV_FOLDS; None where one has fewer than 2."""
     counts = np.bincount(targets, minlength=num_classes)
     folds = min(CV_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
@@ -330,7 +332,7 @@ def cross_validate_linear(
     names = [str(i) for i in range(num_classes)]
     scored = [(scores(targets, predicted[s], names, False)["macro_f1"], s) for s in settings]
     best = max(scored, key=lambda item: item[0])  # max keeps the first of equal items
-    return best[1], round(best[0], 4)
+    return best[1], best[0]
 
 
 # Where a label's threshold is sought: a LinearSVC's scores put its margins at -1 and 1.

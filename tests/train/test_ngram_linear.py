@@ -218,14 +218,14 @@ def test_with_few_validation_documents_cross_validation_chooses_the_linear_setti
     out = tmp_path / "cv"
     grid = ("--set", "model.ngram_linear=true", "--set", "train.ngram_linear_c=[0.1, 1.0]")
     words = ("--set", "model.ngram_word_orders=[1]", "--set", "model.ngram_word_buckets=512")
-    words += ("--set", "train.ngram_linear_word_weight=[1.0, 4.0]")
+    words += ("--set", "train.ngram_linear_word_weight=[1.0, 0.25, 4.0]")
     result = run_cli(*tiny_train_args(out), *TWO_STEPS, *grid, *words, "--set", "train.linear_cv_below=1000")
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)["fitted_after_training"]
     assert 0 <= fitted["linear_cv_macro_f1"] <= 1 and "valid_macro_f1_after" in fitted
     assert "cross-validation of 4 settings on the training split" in result.stderr
-    assert "cross-validation of 2 settings on the training split" in result.stderr  # the word weights
-    assert "linear classifier: 1 fits" in result.stderr and fitted["word_weight"] in (1.0, 4.0)
+    assert "cross-validation of 2 settings on the training split" in result.stderr  # the other word weights
+    assert "linear classifier: 1 fits" in result.stderr and fitted["word_weight"] in (1.0, 0.25, 4.0)
 
     out = tmp_path / "cv-alone"
     args = ("train", "--config", TINY, "--train", ASSETS / "tiny_train.jsonl", "--out", out, *TWO_STEPS)
